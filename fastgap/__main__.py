@@ -1,0 +1,7 @@
+"""Allow ``python -m fastgap``."""
+
+import sys
+
+from fastgap.cli import main
+
+sys.exit(main())
