@@ -1,0 +1,279 @@
+"""The feature store: a Zarr v3 group of sharded arrays, crash-safe appends, streaming reads.
+
+Schema (``SCHEMA_VERSION`` 1); S structures, A atoms, k neighbours:
+
+```
+<store>/zarr.json          attrs: schema_version, fastgap_version, featurizer, created,
+                                  updated, n_structures, n_atoms (the committed lengths)
+<store>/ids                (S,)     str     structure ids, store order
+<store>/atom_ptr           (S+1,)   int64   atom offsets (atom_ptr[0] = 0)
+<store>/lattice            (S,3,3)  float32 Å
+<store>/pbc                (S,3)    bool
+<store>/sources            (S,)     str
+<store>/properties/<name>  (S,)     float64 NaN where missing
+<store>/numbers            (A,)     uint8
+<store>/frac_coords        (A,3)    float32
+<store>/nbr_numbers        (A,k)    uint8
+<store>/nbr_distances      (A,k)    float32 Å
+<store>/nbr_counts         (A,)     uint8
+```
+
+Crash safety: an append resizes and writes the data arrays first and only then raises the
+committed lengths in the root attributes (one atomic file replace in zarr's LocalStore).
+Readers never look past the committed lengths; a writer truncates anything past them before
+its first append, so a ``kill -9`` at any moment leaves a store the next run repairs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from fastgap._version import __version__
+from fastgap.features import FeaturizedBatch, FeaturizerConfig
+
+SCHEMA_VERSION = 1
+
+# Chunks are the unit a reader decodes; shards are the unit on disk (one file each).
+# Atom arrays: 2**15 atoms per chunk (~1,000 MP structures; nbr_distances 2.5 MB raw) so a
+# training batch or a streamed slice decodes only a few chunks, and 2**19 atoms per shard
+# (16 chunks, ~15-40 MB compressed) so a 10^6-structure store is a few hundred files
+# rather than tens of thousands, and sequential reads are long contiguous file reads.
+# Structure arrays are small per row: 2**14 rows per chunk, 2**17 per shard.
+ATOM_CHUNK, ATOM_SHARD = 2**15, 2**19
+STRUCT_CHUNK, STRUCT_SHARD = 2**14, 2**17
+ATOM_FIELDS = ("numbers", "frac_coords", "nbr_numbers", "nbr_distances", "nbr_counts")
+STRUCT_FIELDS = ("ids", "lattice", "pbc", "sources")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _array_specs(k: int) -> dict[str, tuple[tuple[int, ...], Any, str]]:
+    """name -> (trailing shape, dtype, axis kind)."""
+    return {
+        "ids": ((), str, "s"),
+        "lattice": ((3, 3), np.float32, "s"),
+        "pbc": ((3,), bool, "s"),
+        "sources": ((), str, "s"),
+        "numbers": ((), np.uint8, "a"),
+        "frac_coords": ((3,), np.float32, "a"),
+        "nbr_numbers": ((k,), np.uint8, "a"),
+        "nbr_distances": ((k,), np.float32, "a"),
+        "nbr_counts": ((), np.uint8, "a"),
+    }
+
+
+def _create(group: zarr.Group, name: str, tail: tuple[int, ...], dtype: Any, kind: str,
+            length: int = 0, fill_value: Any = None) -> zarr.Array:
+    chunk, shard = (ATOM_CHUNK, ATOM_SHARD) if kind == "a" else (STRUCT_CHUNK, STRUCT_SHARD)
+    return group.create_array(
+        name, shape=(length, *tail), chunks=(chunk, *tail), shards=(shard, *tail),
+        dtype=dtype, fill_value=fill_value,
+    )  # fmt: skip
+
+
+class Store:
+    """A featurized store on disk. Open with `Store.open` (read) or `Store.create`/`open_append`.
+
+    Only the committed prefix (``n_structures`` structures, ``n_atoms`` atoms) is visible.
+    """
+
+    def __init__(self, path: Path, group: zarr.Group, writable: bool) -> None:
+        self.path = path
+        self._group = group
+        self._writable = writable
+        self._ids: np.ndarray | None = None
+        self._ptr: np.ndarray | None = None
+        attrs = dict(group.attrs)
+        self.featurizer = FeaturizerConfig(**attrs["featurizer"])
+        self.n_structures = int(attrs["n_structures"])
+        self.n_atoms = int(attrs["n_atoms"])
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        """Open an existing store read-only; refuse other schema versions."""
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise FileNotFoundError(f"path: no fastgap store at {path} (no zarr.json)")
+        group = zarr.open_group(str(path), mode="r")
+        _check_schema(path, dict(group.attrs))
+        return cls(path, group, writable=False)
+
+    @classmethod
+    def create(cls, path: str | Path, featurizer: FeaturizerConfig) -> Store:
+        """Create an empty store at ``path`` (which must not hold one already)."""
+        path = Path(path)
+        if (path / "zarr.json").exists():
+            raise FileExistsError(f"path: a store already exists at {path}")
+        path.mkdir(parents=True, exist_ok=True)
+        group = zarr.open_group(str(path), mode="w")
+        for name, (tail, dtype, kind) in _array_specs(featurizer.k).items():
+            _create(group, name, tail, dtype, kind)
+        _create(group, "atom_ptr", (), np.int64, "s", length=1, fill_value=0)
+        group.create_group("properties")
+        now = _now()
+        group.attrs.update({
+            "schema_version": SCHEMA_VERSION, "fastgap_version": __version__,
+            "featurizer": featurizer.to_dict(), "created": now, "updated": now,
+            "n_structures": 0, "n_atoms": 0,
+        })  # fmt: skip
+        return cls(path, group, writable=True)
+
+    @classmethod
+    def open_append(cls, path: str | Path, featurizer: FeaturizerConfig) -> Store:
+        """Open (or create) a store for appending; repair anything past the committed length.
+
+        Refuses a store with another schema version or another featurizer (k).
+        """
+        path = Path(path)
+        if not (path / "zarr.json").exists():
+            return cls.create(path, featurizer)
+        group = zarr.open_group(str(path), mode="r+")
+        attrs = dict(group.attrs)
+        _check_schema(path, attrs)
+        stored = FeaturizerConfig(**attrs["featurizer"])
+        if stored.identity() != featurizer.identity():
+            raise ValueError(
+                f"featurizer: the store at {path} was featurized with {stored.identity()}, "
+                f"this run asks for {featurizer.identity()}; use a new store"
+            )
+        store = cls(path, group, writable=True)
+        store._truncate_uncommitted()
+        return store
+
+    def _truncate_uncommitted(self) -> None:
+        s, a = self.n_structures, self.n_atoms
+        for name, arr in self._arrays():
+            want = a if name in ATOM_FIELDS else s + (name == "atom_ptr")
+            if arr.shape[0] != want:
+                arr.resize((want, *arr.shape[1:]))
+
+    def _arrays(self) -> Iterator[tuple[str, zarr.Array]]:
+        for name in (*STRUCT_FIELDS, *ATOM_FIELDS, "atom_ptr"):
+            yield name, self._group[name]
+        for name, arr in self._group["properties"].arrays():
+            yield f"properties/{name}", arr
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(S,) object array of structure ids, store order (read once, cached)."""
+        if self._ids is None:
+            self._ids = np.asarray(self._group["ids"][: self.n_structures], dtype=object)
+        return self._ids
+
+    @property
+    def atom_ptr(self) -> np.ndarray:
+        """(S+1,) int64 atom offsets of the committed structures."""
+        if self._ptr is None:
+            self._ptr = np.asarray(self._group["atom_ptr"][: self.n_structures + 1])
+        return self._ptr
+
+    @property
+    def property_names(self) -> list[str]:
+        return sorted(name for name, _ in self._group["properties"].arrays())
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    def load(self, indices: Sequence[int] | np.ndarray | None = None) -> FeaturizedBatch:
+        """All committed structures, or those at ``indices`` (store positions, that order)."""
+        if indices is None:
+            return self._read_range(0, self.n_structures)
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= self.n_structures)):
+            raise ValueError(f"indices: expected 1-D positions in [0, {self.n_structures})")
+        if idx.size == 0:
+            return FeaturizedBatch.empty(self.featurizer.k, self.property_names)
+        # read the covering range once, then select; cheap for the clustered subsets
+        # that splits and screens use, and never more than the whole store
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        return self._read_range(lo, hi).select(idx - lo)
+
+    def iter_batches(self, batch_size: int = 4096) -> Iterator[FeaturizedBatch]:
+        """Stream the store in order, ``batch_size`` structures at a time."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+        for lo in range(0, self.n_structures, batch_size):
+            yield self._read_range(lo, min(lo + batch_size, self.n_structures))
+
+    def _read_range(self, lo: int, hi: int) -> FeaturizedBatch:
+        g, ptr = self._group, self.atom_ptr
+        a0, a1 = int(ptr[lo]), int(ptr[hi])
+        props = g["properties"]
+        return FeaturizedBatch(
+            ids=self.ids[lo:hi].copy(),
+            atom_ptr=(ptr[lo : hi + 1] - a0).astype(np.int64),
+            lattice=g["lattice"][lo:hi],
+            pbc=g["pbc"][lo:hi],
+            numbers=g["numbers"][a0:a1],
+            frac_coords=g["frac_coords"][a0:a1],
+            nbr_numbers=g["nbr_numbers"][a0:a1],
+            nbr_distances=g["nbr_distances"][a0:a1],
+            nbr_counts=g["nbr_counts"][a0:a1],
+            properties={name: props[name][lo:hi] for name in self.property_names},
+            sources=np.asarray(g["sources"][lo:hi], dtype=object),
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, batch: FeaturizedBatch) -> None:
+        """Append ``batch`` after the committed structures, then commit (crash-safe)."""
+        if not self._writable:
+            raise ValueError(f"store: {self.path} was opened read-only; use Store.open_append")
+        batch.validate()
+        if batch.k != self.featurizer.k:
+            raise ValueError(f"batch: expected k={self.featurizer.k}, got k={batch.k}")
+        if batch.n_structures == 0:
+            return
+        g = self._group
+        s0, a0 = self.n_structures, self.n_atoms
+        s1, a1 = s0 + batch.n_structures, a0 + batch.n_atoms
+        for name in STRUCT_FIELDS + ATOM_FIELDS:
+            lo, hi = (a0, a1) if name in ATOM_FIELDS else (s0, s1)
+            _write(g[name], lo, hi, getattr(batch, name))
+        _write(g["atom_ptr"], s0 + 1, s1 + 1, batch.atom_ptr[1:] + a0)
+        props = g["properties"]
+        existing = {name for name, _ in props.arrays()}
+        for name in batch.properties.keys() - existing:
+            # a property first seen now: earlier structures read as NaN via the fill value
+            _create(props, name, (), np.float64, "s", length=s0, fill_value=np.nan)
+        for name in existing | batch.properties.keys():
+            values = batch.properties.get(name, np.full(batch.n_structures, np.nan))
+            _write(props[name], s0, s1, values)
+        # the commit point: until this attribute write lands, the new rows do not exist
+        g.attrs.update({"n_structures": s1, "n_atoms": a1, "updated": _now()})
+        self.n_structures, self.n_atoms = s1, a1
+        if self._ids is not None:
+            self._ids = np.concatenate([self._ids, batch.ids])
+        self._ptr = None
+
+
+def _write(arr: zarr.Array, lo: int, hi: int, values: np.ndarray) -> None:
+    if arr.shape[0] != lo:
+        arr.resize((lo, *arr.shape[1:]))  # drop uncommitted rows left by a crash
+    arr.resize((hi, *arr.shape[1:]))
+    arr[lo:hi] = values
+
+
+def _check_schema(path: Path, attrs: dict[str, Any]) -> None:
+    version = attrs.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"schema_version: the store at {path} has schema version {version!r}, this "
+            f"fastgap ({__version__}) reads version {SCHEMA_VERSION}; re-featurize it"
+        )
+    for key in ("featurizer", "n_structures", "n_atoms"):
+        if key not in attrs:
+            raise ValueError(f"store: {path} lacks root attribute {key!r}; not a fastgap store")
