@@ -1,0 +1,162 @@
+"""Walking inputs (files, directories, tar archives, in-memory objects) into `RawItem`s.
+
+Nothing is parsed here beyond splitting JSON-lines files into lines: the items are cheap and
+picklable so that parsing can run in worker processes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from fastgap.structures import Structure
+
+_SUFFIX_FORMATS = {
+    ".cif": "cif",
+    ".vasp": "poscar",
+    ".poscar": "poscar",
+    ".xyz": "xyz",
+    ".extxyz": "xyz",
+    ".jsonl": "jsonl",
+}
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_POSCAR_NAMES = ("POSCAR", "CONTCAR")
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """One unparsed input: a file's bytes, a JSON-lines line or an in-memory object.
+
+    Attributes:
+        id: the structure id, or None when it lives inside the payload (a JSON-lines line).
+        source: where it came from: a path, ``archive.tar.gz:member``, ``file.jsonl.gz:line 17``
+            or ``<input 3>`` for an object.
+        format: "jsonl", "cif", "poscar", "xyz", "object" or "unknown".
+        payload: bytes (files, lines) or the object itself.
+    """
+
+    id: str | None
+    source: str
+    format: str
+    payload: Any
+
+
+def detect_format(name: str) -> str | None:
+    """The format of a file name: jsonl(.gz), cif, poscar, xyz, tar, or None if unknown."""
+    base = PurePosixPath(name).name
+    lower = base.lower()
+    if lower.endswith(".jsonl.gz"):
+        return "jsonl"
+    if lower.endswith(_ARCHIVE_SUFFIXES):
+        return "tar"
+    if base.startswith(_POSCAR_NAMES) and PurePosixPath(base).suffix.lower() not in _SUFFIX_FORMATS:
+        return "poscar"
+    return _SUFFIX_FORMATS.get(PurePosixPath(lower).suffix)
+
+
+def file_id(name: str) -> str:
+    """A file's structure id: its name without the extension.
+
+    Files named ``POSCAR*``/``CONTCAR*`` with no known extension carry no name of their own, so
+    their id is ``<parent dir>_<name>`` (``Si/POSCAR`` -> ``Si_POSCAR``; just ``POSCAR`` when
+    there is no parent directory).
+    """
+    path = PurePosixPath(name.replace("\\", "/"))
+    if detect_format(path.name) == "poscar" and path.name.startswith(_POSCAR_NAMES):
+        if path.suffix.lower() not in _SUFFIX_FORMATS:
+            parent = path.parent.name
+            return f"{parent}_{path.name}" if parent else path.name
+    return path.stem
+
+
+def iter_raw(inputs: Iterable[str | Path | Any]) -> Iterator[RawItem]:
+    """Stream `RawItem`s from inputs in order.
+
+    Inputs: paths to files (by extension/name, see `detect_format`), directories (walked
+    recursively in sorted path order; hidden and unrecognised files are skipped), ``.tar``,
+    ``.tar.gz``, ``.tgz`` archives (streamed member by member, never extracted), or objects:
+    pymatgen ``Structure``/``Molecule``, ASE ``Atoms``, fastgap ``Structure``. An explicitly
+    named file of unknown type becomes an item of format "unknown" (rejected on parsing).
+    A path that does not exist is a ``FileNotFoundError``; any other type a ``TypeError``.
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    for index, obj in enumerate(inputs):
+        if isinstance(obj, (str, Path)):
+            yield from _iter_path(Path(obj), explicit=True)
+        else:
+            yield _object_item(obj, index)
+
+
+def _iter_path(path: Path, explicit: bool) -> Iterator[RawItem]:
+    if path.is_dir():
+        children = sorted(p for p in path.rglob("*") if p.is_file())
+        for child in children:
+            rel = child.relative_to(path).parts
+            if not any(part.startswith(".") for part in rel) and detect_format(child.name):
+                yield from _iter_path(child, explicit=False)
+        return
+    if not path.is_file():
+        raise FileNotFoundError(f"inputs: no such file or directory: {path}")
+    fmt = detect_format(path.name)
+    if fmt == "tar":
+        yield from _iter_tar(path)
+    elif fmt == "jsonl":
+        with _open_maybe_gz(path.name, path.open("rb")) as fh:
+            yield from _iter_lines(fh, str(path))
+    else:
+        yield RawItem(file_id(str(path)), str(path), fmt or "unknown", path.read_bytes())
+
+
+def _open_maybe_gz(name: str, fh: IO[bytes]) -> IO[bytes]:
+    return gzip.GzipFile(fileobj=fh) if name.lower().endswith(".gz") else fh
+
+
+def _iter_lines(fh: IO[bytes], source: str) -> Iterator[RawItem]:
+    for number, line in enumerate(fh, start=1):
+        if line.strip():
+            yield RawItem(None, f"{source}:line {number}", "jsonl", line)
+
+
+def _iter_tar(path: Path) -> Iterator[RawItem]:
+    # "r|*" streams: members are read in archive order and nothing is written to disk
+    with tarfile.open(path, mode="r|*") as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            name = member.name
+            parts = PurePosixPath(name).parts
+            fmt = detect_format(name)
+            if fmt in (None, "tar") or any(p.startswith(".") for p in parts):
+                continue
+            fh = archive.extractfile(member)
+            if fh is None:
+                continue
+            source = f"{path}:{name}"
+            if fmt == "jsonl":
+                with _open_maybe_gz(name, fh) as lines:
+                    yield from _iter_lines(lines, source)
+            else:
+                yield RawItem(file_id(name), source, fmt, fh.read())
+
+
+def _object_item(obj: Any, index: int) -> RawItem:
+    source = f"<input {index}>"
+    module = type(obj).__module__
+    if isinstance(obj, Structure):
+        return RawItem(obj.id, obj.source or source, "object", obj)
+    if module.startswith("pymatgen") and hasattr(obj, "sites"):
+        rid = (getattr(obj, "properties", None) or {}).get("id")
+    elif module.startswith("ase") and hasattr(obj, "positions"):
+        rid = obj.info.get("id")
+    else:
+        raise TypeError(
+            f"inputs[{index}]: expected a path, pymatgen Structure/Molecule, ASE Atoms or "
+            f"fastgap Structure, got {type(obj).__name__}"
+        )
+    rid = rid if isinstance(rid, str) and rid else f"object-{index}"
+    return RawItem(rid, source, "object", obj)
