@@ -1,0 +1,338 @@
+"""Torch data path: a Dataset over a ``FeaturizedBatch``, the masked collate and a sampler.
+
+Every atom contributes one row of the design's 20-entry list: entry 0 is the atom itself
+(its atomic number, distance 0), entries 1..k its neighbours from ``nbr_numbers`` /
+``nbr_distances``. Rows shorter than ``1 + k`` (molecules, small clusters) are padded; the
+padding is described by ``atom_lengths`` and never read by the model.
+
+Atom order for the per-structure LSTM: fractional coordinates wrapped into [0, 1) along
+periodic axes, rounded to ``ORDER_TOL`` (1e-4, fractional units) so that numerically equal
+coordinates tie, then sorted lexicographically by (x, y, z) with the atom index as the final
+tie-break. The same is done for each axis swap in ``AXIS_SETTINGS``; settings that give an
+order identical to an earlier one are dropped, so every structure has 1..4 distinct orders
+("variants"). A variant is selected per item by the sampler, never inside the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from fastgap.features import FeaturizedBatch
+
+# identity, swap xy, swap yz, swap xz (permutations of the fractional axes)
+AXIS_SETTINGS: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 0, 2), (0, 2, 1), (2, 1, 0))
+ORDER_TOL = 1e-4  # fractional units: coordinates closer than this sort as equal
+
+ALL_VARIANTS = -1  # item variant meaning "every distinct order of this structure"
+
+
+def atom_orders(
+    frac_coords: np.ndarray, atom_ptr: np.ndarray, pbc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct per-structure atom orders over ``AXIS_SETTINGS``.
+
+    Args:
+        frac_coords: (A, 3) float, fractional coordinates.
+        atom_ptr: (S+1,) int64 atom offsets.
+        pbc: (S, 3) bool; coordinates are wrapped only along periodic axes.
+
+    Returns:
+        orders: (len(AXIS_SETTINGS), A) int64 local atom indices; row v is setting v's
+            order, concatenated over structures.
+        keep: (S, len(AXIS_SETTINGS)) bool, False where a setting repeats an earlier order
+            (column 0 is always True).
+    """
+    atom_ptr = np.asarray(atom_ptr, dtype=np.int64)
+    counts = np.diff(atom_ptr)
+    n_struct = len(counts)
+    struct_of_atom = np.repeat(np.arange(n_struct), counts)
+    frac = np.asarray(frac_coords, dtype=np.float64)
+    wrapped = np.where(np.asarray(pbc, dtype=bool)[struct_of_atom], frac % 1.0, frac)
+    key = np.round(wrapped / ORDER_TOL).astype(np.int64)  # (A, 3)
+    period = int(round(1.0 / ORDER_TOL))
+    key = np.where(np.asarray(pbc, dtype=bool)[struct_of_atom], key % period, key)  # 1-eps -> 0
+    local = np.arange(len(frac), dtype=np.int64) - atom_ptr[struct_of_atom]
+    orders = np.empty((len(AXIS_SETTINGS), len(frac)), dtype=np.int64)
+    for v, (i, j, m) in enumerate(AXIS_SETTINGS):
+        # lexsort: last key is primary -> structure, then x', y', z', atom index
+        perm = np.lexsort((local, key[:, m], key[:, j], key[:, i], struct_of_atom))
+        orders[v] = local[perm]
+    keep = np.ones((n_struct, len(AXIS_SETTINGS)), dtype=bool)
+    starts = atom_ptr[:-1][counts > 0]
+    for v in range(1, len(AXIS_SETTINGS)):
+        for u in range(v):
+            same = np.ones(n_struct, dtype=bool)
+            same[counts > 0] = np.logical_and.reduceat(orders[v] == orders[u], starts)
+            keep[:, v] &= ~same
+    return orders, keep
+
+
+@dataclass
+class Batch:
+    """A collated batch of B structures, N atoms and Q atom sequences (variants).
+
+    Fields:
+        atom_numbers: (N, L) int64 atomic numbers, column 0 = the centre; 0 past the length.
+        atom_distances: (N, L) float32 Å, column 0 = 0; 0 past the length.
+        atom_lengths: (N,) int64 valid entries per row (1 + neighbour count), >= 1.
+        seq_atoms: (Q, M) int64 row indices into the atom rows, in sequence order; 0 past
+            the length (masked by ``seq_lengths``).
+        seq_lengths: (Q,) int64 atoms per sequence, >= 1.
+        seq_struct: (Q,) int64 structure (0..B-1) each sequence belongs to.
+        targets: (B, T) float32 target values in original units, NaN = missing.
+        index: (B,) int64 dataset index of each structure.
+    """
+
+    atom_numbers: torch.Tensor
+    atom_distances: torch.Tensor
+    atom_lengths: torch.Tensor
+    seq_atoms: torch.Tensor
+    seq_lengths: torch.Tensor
+    seq_struct: torch.Tensor
+    targets: torch.Tensor
+    index: torch.Tensor
+
+    @property
+    def n_structures(self) -> int:
+        return int(self.index.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """Copy every tensor to ``device`` (``non_blocking`` pairs with pinned memory)."""
+        moved = {
+            name: getattr(self, name).to(device, non_blocking=non_blocking)
+            for name in self.__dataclass_fields__
+        }
+        return Batch(**moved)
+
+    def pin_memory(self) -> Batch:
+        """Pinned copy, called by DataLoader(pin_memory=True)."""
+        return Batch(**{n: getattr(self, n).pin_memory() for n in self.__dataclass_fields__})
+
+
+class StructureDataset(torch.utils.data.Dataset):
+    """In-memory dataset over a ``FeaturizedBatch``; item = (structure index, variant).
+
+    ``variant`` is an index into the structure's distinct orders (0 = identity setting) or
+    ``ALL_VARIANTS``. ``targets`` names columns of ``featurized.properties``; ``derived``
+    maps extra target names to (S,) float64 arrays computed by the caller (e.g. ``is_metal``).
+    """
+
+    def __init__(
+        self,
+        featurized: FeaturizedBatch,
+        targets: Sequence[str] = (),
+        derived: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        derived = derived or {}
+        ptr = np.asarray(featurized.atom_ptr, dtype=np.int64)
+        n_struct = len(ptr) - 1
+        columns = []
+        for name in targets:
+            if name in derived:
+                columns.append(np.asarray(derived[name], dtype=np.float64))
+            elif name in featurized.properties:
+                columns.append(np.asarray(featurized.properties[name], dtype=np.float64))
+            else:
+                known = sorted([*featurized.properties, *derived])
+                raise ValueError(f"targets: unknown target {name!r}; available: {known}")
+        table = np.stack(columns, axis=1) if columns else np.zeros((n_struct, 0))
+        self.targets = torch.as_tensor(table, dtype=torch.float32)  # (S, T)
+        self.atom_ptr = ptr
+        centre = np.asarray(featurized.numbers, dtype=np.int64)[:, None]
+        nbr = np.asarray(featurized.nbr_numbers, dtype=np.int64)
+        self.numbers = torch.as_tensor(np.concatenate([centre, nbr], axis=1))  # (A, 1+k)
+        zeros = np.zeros((len(centre), 1), dtype=np.float32)
+        dist = np.asarray(featurized.nbr_distances, dtype=np.float32)
+        self.distances = torch.as_tensor(np.concatenate([zeros, dist], axis=1))  # (A, 1+k)
+        self.lengths = torch.as_tensor(np.asarray(featurized.nbr_counts, dtype=np.int64) + 1)
+        orders, keep = atom_orders(featurized.frac_coords, ptr, featurized.pbc)
+        self.orders = torch.as_tensor(orders)  # (V_all, A)
+        self.variants = [np.flatnonzero(row) for row in keep]  # settings kept per structure
+        self.n_variants = keep.sum(axis=1)  # (S,)
+        self.n_atoms = np.diff(ptr)  # (S,)
+
+    def __len__(self) -> int:
+        return len(self.atom_ptr) - 1
+
+    def __getitem__(self, item: tuple[int, int] | int) -> dict[str, Any]:
+        idx, variant = (item, 0) if isinstance(item, (int, np.integer)) else item
+        a, b = int(self.atom_ptr[idx]), int(self.atom_ptr[idx + 1])
+        settings = self.variants[idx] if variant == ALL_VARIANTS else [self.variants[idx][variant]]
+        return {
+            "index": int(idx),
+            "numbers": self.numbers[a:b],
+            "distances": self.distances[a:b],
+            "lengths": self.lengths[a:b],
+            "orders": [self.orders[s, a:b] for s in settings],
+            "targets": self.targets[idx],
+        }
+
+
+def collate(items: Sequence[dict[str, Any]]) -> Batch:
+    """Concatenate dataset items into a ``Batch`` (atoms once, one sequence per order)."""
+    if not items:
+        raise ValueError("items: expected at least one dataset item, got none")
+    numbers = torch.cat([it["numbers"] for it in items])  # (N, L)
+    offsets = np.cumsum([0] + [len(it["numbers"]) for it in items])
+    seqs, struct = [], []
+    for b, it in enumerate(items):
+        for order in it["orders"]:
+            seqs.append(order + int(offsets[b]))
+            struct.append(b)
+    seq_lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
+    seq_atoms = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)  # (Q, M), 0-padded
+    return Batch(
+        atom_numbers=numbers,
+        atom_distances=torch.cat([it["distances"] for it in items]),
+        atom_lengths=torch.cat([it["lengths"] for it in items]),
+        seq_atoms=seq_atoms,
+        seq_lengths=seq_lengths,
+        seq_struct=torch.tensor(struct, dtype=torch.int64),
+        targets=torch.stack([it["targets"] for it in items]),
+        index=torch.tensor([it["index"] for it in items], dtype=torch.int64),
+    )
+
+
+class BucketBatchSampler(torch.utils.data.Sampler):
+    """Batches of structures of similar size, shuffled with a seeded ``torch.Generator``.
+
+    Each epoch: shuffle the indices, cut them into chunks of ``bucket_factor * batch_size``,
+    sort each chunk by atom count, cut into batches, shuffle the batch order. Items are
+    ``(index, variant)``: a random variant when ``augment``, all variants when ``tta``,
+    else the identity order. ``shard=(rank, world)`` keeps every ``world``-th batch (DDP),
+    truncated so every rank gets the same number of batches.
+    """
+
+    def __init__(
+        self,
+        dataset: StructureDataset,
+        indices: Sequence[int] | np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        augment: bool = False,
+        tta: bool = False,
+        bucket_factor: int = 50,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+        if augment and tta:
+            raise ValueError("augment, tta: expected at most one of them true, got both")
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.batch_size = batch_size
+        self.shuffle, self.seed, self.augment, self.tta = shuffle, seed, augment, tta
+        self.bucket_factor = bucket_factor
+        self.rank, self.world = shard
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shuffle is produced (same on every DDP rank)."""
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[tuple[int, int]]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        idx = self.indices
+        if self.shuffle:
+            idx = idx[torch.randperm(len(idx), generator=gen).numpy()]
+        chunk = self.batch_size * self.bucket_factor
+        batches = []
+        for start in range(0, len(idx), chunk):
+            part = idx[start : start + chunk]
+            part = part[np.argsort(self.dataset.n_atoms[part], kind="stable")]
+            batches += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+        if self.world > 1:
+            per_rank = len(batches) // self.world
+            batches = batches[self.rank :: self.world][:per_rank]
+        return [self._items(b, gen) for b in batches]
+
+    def _items(self, batch: np.ndarray, gen: torch.Generator) -> list[tuple[int, int]]:
+        if self.tta:
+            return [(int(i), ALL_VARIANTS) for i in batch]
+        if not self.augment:
+            return [(int(i), 0) for i in batch]
+        n_var = torch.as_tensor(self.dataset.n_variants[batch])
+        pick = (torch.rand(len(batch), generator=gen) * n_var).long().clamp_max(n_var - 1)
+        return [(int(i), int(v)) for i, v in zip(batch, pick)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+def make_loader(
+    dataset: StructureDataset,
+    sampler: BucketBatchSampler,
+    *,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:
+    """DataLoader with the masked collate; workers and pinned memory optional."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def synthetic_featurized(
+    n_structures: int,
+    rng: np.random.Generator,
+    *,
+    k: int = 19,
+    max_atoms: int = 12,
+    max_z: int = 30,
+    molecule_fraction: float = 0.0,
+) -> FeaturizedBatch:
+    """Random ``FeaturizedBatch`` with a learnable ``band_gap_eV`` (tests, benchmarks).
+
+    Neighbour distances are sorted, 1.5..4.5 Å; a fraction of structures are "molecules"
+    (no periodicity, fewer than k neighbours, padded). The gap is a smooth function of the
+    composition and the mean first-neighbour distance, with about 30% zeros (metals).
+    """
+    from fastgap.features import FeaturizedBatch
+
+    n_atoms = rng.integers(1, max_atoms + 1, size=n_structures)
+    ptr = np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64)
+    n = int(ptr[-1])
+    mol = rng.random(n_structures) < molecule_fraction
+    numbers = rng.integers(1, max_z + 1, size=n).astype(np.uint8)
+    nbr_numbers = rng.integers(1, max_z + 1, size=(n, k)).astype(np.uint8)
+    nbr_dist = np.sort(rng.uniform(1.5, 4.5, size=(n, k)), axis=1).astype(np.float32)
+    atom_mol = np.repeat(mol, n_atoms)
+    counts = np.where(atom_mol, np.minimum(np.repeat(n_atoms, n_atoms) - 1, k), k)
+    pad = np.arange(k)[None, :] >= counts[:, None]
+    nbr_numbers[pad], nbr_dist[pad] = 0, 0.0
+    owner = np.repeat(np.arange(n_structures), n_atoms)
+    feat = np.bincount(owner, weights=numbers / max_z) / n_atoms  # mean scaled Z
+    d1 = np.bincount(owner, weights=nbr_dist[:, 0]) / n_atoms  # mean first-neighbour distance
+    gap = np.clip(8.0 * feat - 2.0 + np.sin(2.0 * d1), 0, None)
+    lattice = np.repeat((np.eye(3) * 5.0)[None], n_structures, axis=0).astype(np.float32)
+    return FeaturizedBatch(
+        ids=np.array([f"syn-{i}" for i in range(n_structures)], dtype=object),
+        atom_ptr=ptr,
+        lattice=lattice,
+        pbc=np.repeat(~mol[:, None], 3, axis=1),
+        numbers=numbers,
+        frac_coords=rng.random((n, 3)).astype(np.float32),
+        nbr_numbers=nbr_numbers,
+        nbr_distances=nbr_dist,
+        nbr_counts=counts.astype(np.uint8),
+        properties={"band_gap_eV": gap, "formation_energy_eV_per_atom": -feat},
+        sources=np.array(["synthetic"] * n_structures, dtype=object),
+    )

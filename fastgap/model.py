@@ -1,0 +1,256 @@
+"""The two-level LSTM: neighbour lists -> atom vectors -> structure vector -> property.
+
+Design (the defaults of ``ModelConfig``):
+
+1. Each atom's list is ``[centre] + k neighbours`` (k = 19): 20 (element, distance) entries.
+2. Entry vector = learned element embedding * (1 / distance). The centre is at distance 0;
+   it is scaled by exactly 1 Å^-1 (as if at 1 Å), i.e. its embedding is used unscaled.
+3. A per-atom LSTM reads the 20 vectors in list order; its final hidden state is the atom
+   vector.
+4. A per-structure LSTM reads the atom vectors in a fractional (x, y, z) order
+   (``fastgap.data``); its final hidden state is the structure vector.
+5. A fully connected head maps the structure vector to ``n_outputs`` values.
+
+Variable lengths are handled with packed sequences (cuDNN on CUDA); padded entries are
+never read. Outputs are in normalised units; ``target_mean`` / ``target_std`` buffers
+(saved with the weights) convert them back. When a structure has several atom orders
+(axis swaps) the model averages its outputs over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from fastgap.data import Batch, BucketBatchSampler, StructureDataset, make_loader
+
+if TYPE_CHECKING:
+    from fastgap.features import FeaturizedBatch
+
+DISTANCE_ENCODINGS = ("inverse", "rbf")
+POOLINGS = ("lstm", "attention", "mean")
+CENTRE_INV_DISTANCE = 1.0  # Å^-1: the centre entry's scale in the "inverse" encoding
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of ``FastGapModel``; the defaults are the design's model."""
+
+    embed_dim: int = 32
+    atom_hidden: int = 64
+    struct_hidden: int = 64
+    layers: int = 1
+    bidirectional: bool = False
+    distance_encoding: str = "inverse"
+    rbf_bins: int = 16  # "rbf": Gaussians centred on 0..rbf_cutoff Å
+    rbf_cutoff: float = 8.0
+    pooling: str = "lstm"
+    head_sizes: tuple[int, ...] = (64,)
+    dropout: float = 0.0
+    n_outputs: int = 1
+    max_z: int = 118
+
+    def __post_init__(self) -> None:
+        self.head_sizes = tuple(int(h) for h in self.head_sizes)
+        for name in ("embed_dim", "atom_hidden", "struct_hidden", "layers", "n_outputs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if self.distance_encoding not in DISTANCE_ENCODINGS:
+            raise ValueError(
+                f"distance_encoding: expected one of {DISTANCE_ENCODINGS}, "
+                f"got {self.distance_encoding!r}"
+            )
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling: expected one of {POOLINGS}, got {self.pooling!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["head_sizes"] = list(self.head_sizes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"model config: unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+
+def _final_state(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Final hidden state of ``lstm`` over padded ``x`` (R, L, E) with ``lengths`` (R,).
+
+    Returns (R, H * directions). Packed sequences make the padding unreachable; when every
+    row is full there is no padding and the packing is skipped.
+    """
+    if bool((lengths == x.shape[1]).all()):
+        _, (h, _) = lstm(x)
+    else:
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h, _) = lstm(packed)
+    n_dir = 2 if lstm.bidirectional else 1
+    return torch.cat([h[-n_dir + d] for d in range(n_dir)], dim=-1)
+
+
+class FastGapModel(nn.Module):
+    """Two-level LSTM over a ``fastgap.data.Batch``; forward -> (B, n_outputs) normalised."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or ModelConfig()
+        n_dir = 2 if cfg.bidirectional else 1
+        drop = cfg.dropout if cfg.layers > 1 else 0.0
+        self.embed = nn.Embedding(cfg.max_z + 1, cfg.embed_dim, padding_idx=0)
+        in_dim = cfg.embed_dim
+        if cfg.distance_encoding == "rbf":
+            self.register_buffer("rbf_centres", torch.linspace(0.0, cfg.rbf_cutoff, cfg.rbf_bins))
+            in_dim += cfg.rbf_bins
+        self.atom_lstm = nn.LSTM(
+            in_dim, cfg.atom_hidden, cfg.layers, batch_first=True,
+            bidirectional=cfg.bidirectional, dropout=drop,
+        )
+        atom_dim = cfg.atom_hidden * n_dir
+        struct_dim = atom_dim
+        if cfg.pooling == "lstm":
+            self.struct_lstm = nn.LSTM(
+                atom_dim, cfg.struct_hidden, cfg.layers, batch_first=True,
+                bidirectional=cfg.bidirectional, dropout=drop,
+            )
+            struct_dim = cfg.struct_hidden * n_dir
+        elif cfg.pooling == "attention":
+            self.attn = nn.Linear(atom_dim, 1)
+        head: list[nn.Module] = []
+        for size in cfg.head_sizes:
+            head += [nn.Linear(struct_dim, size), nn.SiLU(), nn.Dropout(cfg.dropout)]
+            struct_dim = size
+        head.append(nn.Linear(struct_dim, cfg.n_outputs))
+        self.head = nn.Sequential(*head)
+        self.register_buffer("target_mean", torch.zeros(cfg.n_outputs, dtype=torch.float64))
+        self.register_buffer("target_std", torch.ones(cfg.n_outputs, dtype=torch.float64))
+        # classification outputs are logits; denormalize turns them into probabilities
+        self.register_buffer("target_is_class", torch.zeros(cfg.n_outputs, dtype=torch.bool))
+
+    def entry_vectors(
+        self, numbers: torch.Tensor, distances: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, L) int64 numbers, (N, L) float Å, (N,) lengths -> (N, L, E) entry vectors.
+
+        Entries past ``lengths`` are replaced by (0, 1 Å) first, so whatever the padding
+        holds (out-of-range numbers, NaN) cannot reach the values or the gradients.
+        """
+        valid = torch.arange(numbers.shape[1], device=numbers.device) < lengths[:, None]
+        numbers = numbers * valid
+        distances = torch.where(valid, distances, torch.ones_like(distances))
+        emb = self.embed(numbers)  # (N, L, E)
+        if self.config.distance_encoding == "inverse":
+            centre = torch.zeros_like(distances, dtype=torch.bool)
+            centre[:, 0] = True
+            safe = torch.where(centre | (distances <= 0), torch.ones_like(distances), distances)
+            inv = torch.where(centre, CENTRE_INV_DISTANCE, 1.0 / safe)
+            return emb * inv.unsqueeze(-1).to(emb.dtype)
+        width = self.config.rbf_cutoff / self.config.rbf_bins
+        rbf = torch.exp(-(((distances.unsqueeze(-1) - self.rbf_centres) / width) ** 2))
+        return torch.cat([emb, rbf.to(emb.dtype)], dim=-1)  # (N, L, E + bins)
+
+    def atom_vectors(self, batch: Batch) -> torch.Tensor:
+        """(N, atom_hidden * directions): one vector per atom row of the batch."""
+        x = self.entry_vectors(batch.atom_numbers, batch.atom_distances, batch.atom_lengths)
+        return _final_state(self.atom_lstm, x, batch.atom_lengths)
+
+    def sequence_vectors(self, atoms: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Pool atom vectors (N, D) along each sequence -> (Q, D')."""
+        seq = atoms[batch.seq_atoms]  # (Q, M, D); entries past seq_lengths are masked below
+        if self.config.pooling == "lstm":
+            return _final_state(self.struct_lstm, seq, batch.seq_lengths)
+        steps = torch.arange(seq.shape[1], device=seq.device)
+        mask = steps[None, :] < batch.seq_lengths[:, None]  # (Q, M)
+        if self.config.pooling == "mean":
+            w = mask.to(seq.dtype) / batch.seq_lengths[:, None].to(seq.dtype)
+        else:
+            score = self.attn(seq).squeeze(-1).masked_fill(~mask, float("-inf"))
+            w = torch.softmax(score, dim=1)
+        return (w.unsqueeze(-1) * seq).sum(dim=1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """(B, n_outputs) normalised outputs, averaged over each structure's sequences."""
+        out = self.head(self.sequence_vectors(self.atom_vectors(batch), batch))  # (Q, T)
+        n = batch.index.shape[0]
+        total = torch.zeros(n, out.shape[1], dtype=out.dtype, device=out.device)
+        total = total.index_add(0, batch.seq_struct, out)
+        count = torch.bincount(batch.seq_struct, minlength=n).to(out.dtype)
+        return total / count[:, None]
+
+    def denormalize(self, out: torch.Tensor) -> torch.Tensor:
+        """Normalised outputs -> original units (float64); probabilities for classes."""
+        out = out.double()
+        return torch.where(
+            self.target_is_class, torch.sigmoid(out), out * self.target_std + self.target_mean
+        )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+
+
+def predict_dataset(
+    model: nn.Module,
+    dataset: StructureDataset,
+    indices: np.ndarray,
+    *,
+    tta: bool,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+) -> np.ndarray:
+    """Predictions (len(indices), n_outputs) float64 in original units, in ``indices`` order.
+
+    The one forward path of evaluation and prediction. ``tta`` averages the outputs over
+    every distinct atom order of a structure; otherwise the identity order is used.
+    """
+    core = getattr(model, "module", model)  # unwrap DDP / compiled wrappers
+    core = getattr(core, "_orig_mod", core)
+    indices = np.asarray(indices, dtype=np.int64)
+    sampler = BucketBatchSampler(dataset, indices, batch_size, shuffle=False, tta=tta)
+    device = torch.device(device)
+    out = np.empty((len(indices), core.config.n_outputs), dtype=np.float64)
+    where = np.full(len(dataset), -1, dtype=np.int64)
+    where[indices] = np.arange(len(indices))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in make_loader(dataset, sampler, pin_memory=device.type == "cuda"):
+            batch = batch.to(device, non_blocking=True)
+            with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+                pred = model(batch)
+            out[where[batch.index.cpu().numpy()]] = core.denormalize(pred.float()).cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def predict_batch(
+    model: FastGapModel,
+    featurized: FeaturizedBatch,
+    *,
+    tta: bool = True,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """(S, n_outputs) float64 predictions in original units for every structure, in order."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+    dataset = StructureDataset(featurized)
+    return predict_dataset(
+        model, dataset, np.arange(len(dataset)), tta=tta, batch_size=batch_size, device=device
+    )
