@@ -1,0 +1,228 @@
+"""Numba k-nearest-neighbour lists, parallel across the structures of a batch.
+
+Per atom i and partner j, only the images that can lie within the search radius are visited:
+with wrapped coordinates the fractional separation along periodic axis a is
+``w[j, a] - w[i, a] + n_a`` and its magnitude is at most ``radius / spacing_a`` (interplanar
+spacing), which bounds ``n_a`` to one or two values per axis for typical cells. The
+candidates are ordered by distance, split into tie groups by the chained-gap rule, and each
+group up to the one holding the k-th entry is insertion-sorted by the full contract key
+(atomic number, distance, index, image). If that group is not closed inside the radius, the
+radius grows and the atom starts again. The result is identical to `reference.knn_batch`.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+_GROW = 1.25
+_MIN_CAPACITY = 64
+
+
+@njit(cache=True)
+def _det(lat: np.ndarray) -> float:
+    return (lat[0, 0] * (lat[1, 1] * lat[2, 2] - lat[1, 2] * lat[2, 1])
+            - lat[0, 1] * (lat[1, 0] * lat[2, 2] - lat[1, 2] * lat[2, 0])
+            + lat[0, 2] * (lat[1, 0] * lat[2, 1] - lat[1, 1] * lat[2, 0]))
+
+
+@njit(cache=True)
+def _inverse_column_norms(lat: np.ndarray) -> np.ndarray:
+    """(3,) norms of the columns of L^-1 = 1 / interplanar spacings, 1/Å."""
+    out = np.empty(3)
+    det = _det(lat)
+    for a in range(3):
+        u = lat[(a + 1) % 3]
+        v = lat[(a + 2) % 3]
+        cx = u[1] * v[2] - u[2] * v[1]
+        cy = u[2] * v[0] - u[0] * v[2]
+        cz = u[0] * v[1] - u[1] * v[0]
+        out[a] = np.sqrt(cx * cx + cy * cy + cz * cz) / abs(det)
+    return out
+
+
+@njit(cache=True)
+def _gather(i, lat, wrapped, shift, pbc, inv_norms, radius, cand_d, cand_j, cand_img):
+    """Store every neighbour of atom i within radius; return how many exist (may exceed
+    the capacity of the buffers, in which case the caller grows them and calls again)."""
+    n_atoms = wrapped.shape[0]
+    capacity = cand_d.shape[0]
+    r2max = radius * radius
+    lo = np.zeros(3, np.int64)
+    hi = np.zeros(3, np.int64)
+    delta = np.empty(3)
+    count = 0
+    for j in range(n_atoms):
+        for a in range(3):
+            delta[a] = wrapped[j, a] - wrapped[i, a]
+            if pbc[a]:
+                reach = radius * inv_norms[a]
+                lo[a] = np.int64(np.ceil(-reach - delta[a]))
+                hi[a] = np.int64(np.floor(reach - delta[a]))
+        for n0 in range(lo[0], hi[0] + 1):
+            f0 = delta[0] + n0
+            for n1 in range(lo[1], hi[1] + 1):
+                f1 = delta[1] + n1
+                for n2 in range(lo[2], hi[2] + 1):
+                    if j == i and n0 == 0 and n1 == 0 and n2 == 0:
+                        continue
+                    f2 = delta[2] + n2
+                    x = f0 * lat[0, 0] + f1 * lat[1, 0] + f2 * lat[2, 0]
+                    y = f0 * lat[0, 1] + f1 * lat[1, 1] + f2 * lat[2, 1]
+                    z = f0 * lat[0, 2] + f1 * lat[1, 2] + f2 * lat[2, 2]
+                    r2 = x * x + y * y + z * z
+                    if r2 <= r2max:
+                        if count < capacity:
+                            cand_d[count] = np.sqrt(r2)
+                            cand_j[count] = j
+                            # image relative to the input coordinates
+                            cand_img[count, 0] = n0 - shift[j, 0] + shift[i, 0]
+                            cand_img[count, 1] = n1 - shift[j, 1] + shift[i, 1]
+                            cand_img[count, 2] = n2 - shift[j, 2] + shift[i, 2]
+                        count += 1
+    return count
+
+
+@njit(cache=True)
+def _less(p, q, numbers, cand_d, cand_j, cand_img):
+    """Contract order inside a tie group: atomic number, distance, index, image."""
+    zp = numbers[cand_j[p]]
+    zq = numbers[cand_j[q]]
+    if zp != zq:
+        return zp < zq
+    if cand_d[p] != cand_d[q]:
+        return cand_d[p] < cand_d[q]
+    if cand_j[p] != cand_j[q]:
+        return cand_j[p] < cand_j[q]
+    for a in range(3):
+        if cand_img[p, a] != cand_img[q, a]:
+            return cand_img[p, a] < cand_img[q, a]
+    return False
+
+
+@njit(cache=True)
+def _sort_segment(order, start, stop, numbers, cand_d, cand_j, cand_img):
+    """Insertion sort of order[start:stop] by `_less` (tie groups are small)."""
+    for m in range(start + 1, stop):
+        p = order[m]
+        n = m - 1
+        while n >= start and _less(p, order[n], numbers, cand_d, cand_j, cand_img):
+            order[n + 1] = order[n]
+            n -= 1
+        order[n + 1] = p
+
+
+@njit(cache=True)
+def _order(count, k, periodic, radius, tie_tol, numbers, cand_d, cand_j, cand_img):
+    """Contract order of the candidates; returns (order, n_valid), n_valid = -1 if the tie
+    group holding the k-th entry is not closed inside the radius."""
+    order = np.argsort(cand_d[:count])
+    n_valid = min(count, k)
+    if n_valid == 0:
+        return order, 0
+    end = n_valid - 1  # last position of the tie group holding entry n_valid - 1
+    while end + 1 < count and cand_d[order[end + 1]] - cand_d[order[end]] <= tie_tol:
+        end += 1
+    if periodic and (count < k or (end == count - 1 and cand_d[order[end]] + tie_tol >= radius)):
+        return order, -1
+    start = 0
+    for m in range(1, end + 2):
+        if m == end + 1 or cand_d[order[m]] - cand_d[order[m - 1]] > tie_tol:
+            _sort_segment(order, start, m, numbers, cand_d, cand_j, cand_img)
+            start = m
+    return order, n_valid
+
+
+@njit(cache=True)
+def _knn_structure(lat, frac, numbers, pbc, k, tie_tol,
+                   out_numbers, out_dist, out_idx, out_img, out_counts):
+    """Fill the output rows of one structure (N atoms); outputs come pre-padded."""
+    n_atoms = frac.shape[0]
+    wrapped = np.empty((n_atoms, 3))
+    shift = np.zeros((n_atoms, 3), np.int64)
+    periodic = False
+    for a in range(3):
+        periodic = periodic or pbc[a]
+    for i in range(n_atoms):
+        for a in range(3):
+            wrapped[i, a] = frac[i, a]
+            if pbc[a]:
+                cell = np.floor(frac[i, a])
+                shift[i, a] = np.int64(cell)
+                wrapped[i, a] = frac[i, a] - cell
+    inv_norms = np.zeros(3)
+    radius = np.inf
+    if periodic:
+        inv_norms = _inverse_column_norms(lat)
+        volume_per_atom = abs(_det(lat)) / n_atoms
+        radius = np.cbrt(3.0 * volume_per_atom * (1.4 * k + 6) / (4.0 * np.pi))
+    capacity = max(_MIN_CAPACITY, 4 * k)
+    cand_d = np.empty(capacity)
+    cand_j = np.empty(capacity, np.int64)
+    cand_img = np.empty((capacity, 3), np.int64)
+    for i in range(n_atoms):
+        while True:
+            count = _gather(i, lat, wrapped, shift, pbc, inv_norms, radius,
+                            cand_d, cand_j, cand_img)
+            if count > capacity:
+                capacity = 2 * count
+                cand_d = np.empty(capacity)
+                cand_j = np.empty(capacity, np.int64)
+                cand_img = np.empty((capacity, 3), np.int64)
+                continue
+            order, n_valid = _order(count, k, periodic, radius, tie_tol, numbers,
+                                    cand_d, cand_j, cand_img)
+            if n_valid >= 0:
+                break
+            radius *= _GROW
+        for m in range(n_valid):
+            p = order[m]
+            out_numbers[i, m] = numbers[cand_j[p]]
+            out_dist[i, m] = cand_d[p]
+            out_idx[i, m] = cand_j[p]
+            for a in range(3):
+                out_img[i, m, a] = cand_img[p, a]
+        out_counts[i] = n_valid
+
+
+@njit(cache=True, parallel=True)
+def _knn_all(lattices, frac, numbers, atom_ptr, pbc, k, tie_tol,
+             out_numbers, out_dist, out_idx, out_img, out_counts):
+    for s in prange(lattices.shape[0]):
+        a0 = atom_ptr[s]
+        a1 = atom_ptr[s + 1]
+        _knn_structure(lattices[s], frac[a0:a1], numbers[a0:a1], pbc[s], k, tie_tol,
+                       out_numbers[a0:a1], out_dist[a0:a1], out_idx[a0:a1],
+                       out_img[a0:a1], out_counts[a0:a1])
+
+
+def knn_batch(lattices: np.ndarray, frac_coords: np.ndarray, numbers: np.ndarray,
+              atom_ptr: np.ndarray, pbc: np.ndarray, k: int, tie_tol: float,
+              num_threads: int = 0) -> tuple[np.ndarray, ...]:
+    """Neighbour lists of a validated batch (see `fastgap.neighbor_lists_batch`).
+
+    Args:
+        lattices: (S, 3, 3) float64 Å; frac_coords: (A, 3) float64; numbers: (A,) int32;
+        atom_ptr: (S + 1,) int64; pbc: (S, 3) bool; k >= 1; tie_tol in Å;
+        num_threads: Numba threads across structures, 0 = Numba's default.
+
+    Returns:
+        (numbers int16 (A, k), distances float64 (A, k) Å, indices int32 (A, k),
+        images int32 (A, k, 3), counts int32 (A,)); no minimum-distance check here.
+    """
+    n_atoms = frac_coords.shape[0]
+    out_numbers = np.zeros((n_atoms, k), np.int16)
+    out_dist = np.full((n_atoms, k), np.inf)
+    out_idx = np.full((n_atoms, k), -1, np.int32)
+    out_img = np.zeros((n_atoms, k, 3), np.int32)
+    out_counts = np.zeros(n_atoms, np.int32)
+    previous = numba.get_num_threads()
+    if num_threads:
+        numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        _knn_all(lattices, frac_coords, numbers, atom_ptr, pbc, k, tie_tol,
+                 out_numbers, out_dist, out_idx, out_img, out_counts)
+    finally:
+        numba.set_num_threads(previous)
+    return out_numbers, out_dist, out_idx, out_img, out_counts
