@@ -88,11 +88,12 @@ class Structure:
         if not (isinstance(self.pbc, tuple) and len(self.pbc) == 3):
             raise TypeError(f"pbc: expected a tuple of three bools, got {self.pbc!r}")
         for name in ("lattice", "frac_coords"):
-            if not np.isfinite(getattr(self, name)).all():
+            # a sum is finite only if every term is (barring overflow near 1e308)
+            if not np.isfinite(getattr(self, name).sum()):
                 raise ValueError(f"{name}: expected finite values, got NaN or inf")
-        bad = (self.numbers < 1) | (self.numbers > 118)
-        if bad.any():
-            raise ValueError(f"numbers: expected atomic numbers 1..118, got {self.numbers[bad][0]}")
+        if int(self.numbers.min()) < 1 or int(self.numbers.max()) > 118:
+            bad = self.numbers[(self.numbers < 1) | (self.numbers > 118)][0]
+            raise ValueError(f"numbers: expected atomic numbers 1..118, got {bad}")
         _check_lattice(self.lattice)
         _check_duplicates(self.frac_coords, self.pbc)
         return self
@@ -131,27 +132,32 @@ def _check_array(name: str, value: Any, dtype: type, shape: tuple[int | None, ..
 
 
 def _check_lattice(lattice: np.ndarray) -> None:
-    lengths = np.sqrt((lattice * lattice).sum(axis=1))
-    det = float(np.linalg.det(lattice))
-    if abs(det) < SINGULAR_TOL * float(lengths.prod()) or not lengths.all():
+    (a1, a2, a3), (b1, b2, b3), (c1, c2, c3) = lattice.tolist()
+    det = a1 * (b2 * c3 - b3 * c2) - a2 * (b1 * c3 - b3 * c1) + a3 * (b1 * c2 - b2 * c1)
+    lengths = [(x * x + y * y + z * z) ** 0.5 for x, y, z in ((a1, a2, a3), (b1, b2, b3), (c1, c2, c3))]
+    if abs(det) < SINGULAR_TOL * lengths[0] * lengths[1] * lengths[2] or not all(lengths):
         raise ValueError(f"lattice: expected a non-singular (3, 3) matrix, got det={det:.3g} Å^3")
 
 
 def _check_duplicates(frac: np.ndarray, pbc: tuple[bool, bool, bool]) -> None:
-    if frac.shape[0] < 2:
+    n = frac.shape[0]
+    if n < 2:
         return
-    grid = np.round(frac / DUPLICATE_GRID).astype(np.int64)
+    grid = np.round(frac * (1 / DUPLICATE_GRID)).astype(np.int64)  # (N, 3)
     period = round(1 / DUPLICATE_GRID)
     for axis, periodic in enumerate(pbc):
         if periodic:
             grid[:, axis] %= period
-    keys = grid.tolist()
-    if len(set(map(tuple, keys))) != len(keys):
-        seen: dict[tuple[int, ...], int] = {}
-        for i, key in enumerate(map(tuple, keys)):
-            if key in seen:
-                raise ValueError(f"frac_coords: atoms {seen[key]} and {i} are at the same position")
-            seen[key] = i
+    if 0 <= grid.min() and grid.max() < 1 << 20:
+        # one packed int64 per atom: a 1-D unique is much cheaper than rows of tuples
+        keys = (grid[:, 0] << 40) | (grid[:, 1] << 20) | grid[:, 2]
+        if np.unique(keys).shape[0] == n:
+            return
+    seen: dict[tuple[int, ...], int] = {}
+    for i, key in enumerate(map(tuple, grid.tolist())):
+        if key in seen:
+            raise ValueError(f"frac_coords: atoms {seen[key]} and {i} are at the same position")
+        seen[key] = i
 
 
 def _numeric_properties(properties: Mapping[str, Any] | None) -> dict[str, float]:
@@ -256,8 +262,12 @@ def from_pymatgen(obj: Any, id: str, source: str = "", padding: float = MOLECULE
     in 1..118 and are an error too.
     """
     if not getattr(obj, "is_ordered", True):
-        raise ValueError(f"species: expected an ordered structure, got disorder in {obj.formula}")
-    numbers = [getattr(site.specie, "Z", 0) for site in obj]
+        raise ValueError(f"disorder: partially occupied sites in {obj.formula}; expected ordered")
+    species = [site.specie for site in obj]
+    for specie in species:
+        if "Dummy" in type(specie).__name__:
+            raise ValueError(f"species: dummy species {str(specie)!r} has no atomic number")
+    numbers = [specie.Z for specie in species]
     properties = getattr(obj, "properties", None)
     if not hasattr(obj, "lattice"):
         return from_cartesian(id, obj.cart_coords, numbers, None, None, properties, source, padding)
@@ -268,11 +278,14 @@ def from_pymatgen(obj: Any, id: str, source: str = "", padding: float = MOLECULE
 def from_ase(atoms: Any, id: str, source: str = "", padding: float = MOLECULE_PADDING) -> Structure:
     """A `Structure` from ASE ``Atoms``: periodic with its cell, a boxed molecule without one.
 
-    Numeric ``atoms.info`` entries become properties. A cell that is only partly defined (a
+    Numeric ``atoms.info`` entries and scalar calculator results (extxyz ``energy``) become
+    properties. A cell that is only partly defined (a
     zero vector) is an error.
     """
     cell = np.asarray(atoms.cell[:], dtype=np.float64)
-    info = atoms.info
+    info = dict(atoms.info)
+    if atoms.calc is not None:
+        info.update({k: v for k, v in atoms.calc.results.items() if np.ndim(v) == 0})
     if not cell.any():
         if atoms.pbc.any():
             raise ValueError(f"pbc: a periodic structure needs a cell, got pbc={atoms.pbc.tolist()}")

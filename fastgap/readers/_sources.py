@@ -106,7 +106,7 @@ def _iter_path(path: Path, explicit: bool) -> Iterator[RawItem]:
     if fmt == "tar":
         yield from _iter_tar(path)
     elif fmt == "jsonl":
-        with _open_maybe_gz(path.name, path.open("rb")) as fh:
+        with path.open("rb") as raw, _open_maybe_gz(path.name, raw) as fh:
             yield from _iter_lines(fh, str(path))
     else:
         yield RawItem(file_id(str(path)), str(path), fmt or "unknown", path.read_bytes())
