@@ -133,7 +133,7 @@ class AflowSummary:
     def __str__(self) -> str:
         total = "unknown" if self.reported_total is None else str(self.reported_total)
         return (f"aflow: {self.written} structures written to {self.out}, "
-                f"{self.rejected} rejected ({self.rejects}); {self.pages} pages, "
+                f"{self.rejected} rejected ({self.rejects}); {self.pages} page(s), "
                 f"service reported {total} matches")
 
 

@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -266,3 +267,248 @@ def test_existing_outputs_are_not_overwritten(tmp_path: Path) -> None:
         fetch_aflow(config, fetch=Replay(LIST_PAGES))
     again = AflowConfig(out=tmp_path / "x.jsonl", page_size=5, overwrite=True)
     assert fetch_aflow(again, fetch=Replay(LIST_PAGES)).written == 3
+
+
+# --- the network boundary (local sockets only) ----------------------------------------------
+
+
+def test_closed_port_is_a_clear_error_without_retries() -> None:
+    fetch = urllib_fetch(timeout_s=2.0, retries=5, retry_wait_s=30.0)  # refused: no retry
+    with pytest.raises(AflowError, match=r"after 1 attempt\(s\) \(timeout 2.0 s\).*refused"):
+        fetch("http://127.0.0.1:9/?Egap")
+
+
+def test_unreachable_endpoint_run_fails_and_leaves_no_outputs(tmp_path: Path) -> None:
+    config = AflowConfig(out=tmp_path / "a.jsonl.gz", endpoint="http://127.0.0.1:9/",
+                         timeout_s=2.0, retries=0)
+    with pytest.raises(AflowError, match=r"AFLUX request failed.*0 written, 0 rejected"):
+        fetch_aflow(config)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_silent_server_times_out_and_retries_a_bounded_number_of_times() -> None:
+    with socket.socket() as server:  # accepts connections (backlog) but never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        port = server.getsockname()[1]
+        fetch = urllib_fetch(timeout_s=0.2, retries=1, retry_wait_s=0.0)
+        with pytest.raises(AflowError, match=r"after 2 attempt\(s\) \(timeout 0.2 s\)"):
+            fetch(f"http://127.0.0.1:{port}/?Egap")
+
+
+class _AfluxHandler(http.server.BaseHTTPRequestHandler):
+    """Answers AFLUX-like GETs from the recorded list page; ``/fail`` answers HTTP 503."""
+
+    requests: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        type(self).requests.append(self.path)
+        if self.path.startswith("/fail"):
+            self.send_error(503, "Service Unavailable")
+            return
+        body = (DATA / "icsd_list_page1.json").read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def aflux_server() -> Iterator[str]:
+    _AfluxHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AfluxHandler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_urllib_path_against_a_local_server(tmp_path: Path, aflux_server: str) -> None:
+    config = AflowConfig(out=tmp_path / "a.jsonl.gz", endpoint=aflux_server + "/API/aflux/",
+                         page_size=5)
+    summary = fetch_aflow(config)
+    assert (summary.written, summary.rejected, summary.pages) == (3, 1, 1)
+    (path,) = _AfluxHandler.requests
+    assert path.startswith("/API/aflux/?Egap,density(!*0.5),dft_type(")
+    assert path.endswith(",catalog(ICSD),paging(1,5),format(json)")
+
+
+def test_http_5xx_is_retried_then_reported(aflux_server: str) -> None:
+    fetch = urllib_fetch(timeout_s=2.0, retries=2, retry_wait_s=0.0)
+    with pytest.raises(AflowError, match=r"after 3 attempt\(s\).*HTTP 503"):
+        fetch(aflux_server + "/fail?Egap")
+    assert len(_AfluxHandler.requests) == 3
+
+
+def test_a_failure_after_some_pages_keeps_what_was_written(tmp_path: Path) -> None:
+    def fetch(url: str) -> bytes:
+        if "paging(1,4)" in url:
+            return (DATA / "icsd_gap_dict_page1.json").read_bytes()
+        raise AflowError("AFLUX request failed: HTTP 502")
+
+    config = AflowConfig(out=tmp_path / "p.jsonl", page_size=4)
+    with pytest.raises(AflowError, match=r"HTTP 502 \(4 written, 0 rejected before the failure"):
+        fetch_aflow(config, fetch=fetch)
+    assert len(read_jsonl(config.out)) == 4
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"endpoint": "aflow.org/API/aflux/"}, ValueError, "endpoint: expected an http"),
+        ({"endpoint": 3}, ValueError, "endpoint: expected an http"),
+        ({"catalog": "ICSD)"}, ValueError, "catalog: expected a word"),
+        ({"dft_type": ""}, ValueError, "dft_type: expected a word"),
+        ({"page_size": 0}, ValueError, "page_size: expected an int >= 1, got 0"),
+        ({"page_size": 2.5}, TypeError, "page_size: expected an int, got float"),
+        ({"page_size": True}, TypeError, "page_size: expected an int, got bool"),
+        ({"limit": 0}, ValueError, "limit: expected an int >= 1"),
+        ({"retries": -1}, ValueError, "retries: expected an int >= 0"),
+        ({"timeout_s": 0}, ValueError, "timeout_s: expected a finite number"),
+        ({"timeout_s": "10"}, TypeError, "timeout_s: expected a number, got str"),
+        ({"min_density": float("nan")}, ValueError, "min_density: expected a finite number"),
+        ({"check_rtol": -0.1}, ValueError, "check_rtol: expected a finite number"),
+    ],
+)
+def test_config_validation(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        AflowConfig(**kwargs)
+
+
+def test_config_defaults_and_rejects_path(tmp_path: Path) -> None:
+    config = AflowConfig()
+    assert config.endpoint == "https://aflow.org/API/aflux/" and config.timeout_s == 10.0
+    assert AflowConfig(out=tmp_path / "x.jsonl.gz").rejects_path == tmp_path / "x.rejects.csv"
+    assert AflowConfig(rejects=tmp_path / "r.csv").rejects_path == tmp_path / "r.csv"
+
+
+# --- one entry ------------------------------------------------------------------------------
+
+
+def test_lattice_from_geometry_matches_cell_lengths_and_angles() -> None:
+    geometry = np.array([4.1, 5.2, 6.3, 81.0, 97.0, 112.0])
+    lattice = lattice_from_geometry(geometry)
+    a, b, c = lattice
+    np.testing.assert_allclose(np.linalg.norm(lattice, axis=1), geometry[:3], rtol=1e-14)
+    cos = [b @ c / (geometry[1] * geometry[2]), a @ c / (geometry[0] * geometry[2]),
+           a @ b / (geometry[0] * geometry[1])]
+    np.testing.assert_allclose(np.degrees(np.arccos(cos)), geometry[3:], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("geometry", "match"),
+    [
+        ([0.0, 1, 1, 90, 90, 90], "expected positive a, b, c"),
+        ([1, 1, 1, 90, 90, 180], "gamma 180.0 degrees does not make a cell"),
+        ([1, 1, 1, 30, 30, 90], "do not make a cell"),
+    ],
+)
+def test_lattice_from_geometry_errors(geometry: list, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        lattice_from_geometry(np.array(geometry, dtype=float))
+
+
+def _good_entry() -> dict:
+    return copy.deepcopy(recorded_entries("icsd_gap_dict_page1.json")[0])  # Ac2Br6
+
+
+def test_stoichiometry_is_used_when_composition_is_missing() -> None:
+    entry = _good_entry()
+    del entry["composition"]
+    record = record_from_entry(entry, AflowConfig(), set())
+    assert record["species"] == ["Ac"] * 2 + ["Br"] * 6
+
+
+def _mutate(entry: dict, key: str, value: object) -> dict:
+    if value is None:
+        del entry[key]
+    else:
+        entry[key] = value
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("auid", None, "missing auid"),
+        ("auid", 17, "auid: expected a new string id"),
+        ("species", ["Ac", "Xx"], r"species: unknown element\(s\) \['Xx'\]"),
+        ("species", [1, 2], "species: expected a list of strings"),
+        ("composition", [2, 5], "sums to 7 atoms but positions_fractional has 8"),
+        ("composition", [2, 3, 3], "composition: expected 2 counts"),
+        ("composition", [1.5, 6.5], "expected positive whole atom counts"),
+        ("positions_fractional", [[0, 0], [0, 1]], "expected N rows of 3 numbers"),
+        ("positions_fractional", "0,0,a", "positions_fractional: expected numbers"),
+        ("geometry", [8.2, 8.2, 4.7, 90, 90], r"geometry: expected \[a, b, c"),
+        ("geometry", [8.2, 8.2, float("nan"), 90, 90, 120], "geometry: non-finite"),
+        ("volume_cell", 300.0, "volume_cell: rebuilt cell gives 278.353"),
+        ("density", 6.2, "density: rebuilt cell gives 5.5687"),
+        ("Egap", None, "missing Egap"),
+        ("Egap", -0.1, "Egap: expected >= 0 eV, got -0.1"),
+    ],
+)
+def test_entry_reject_reasons(key: str, value: object, match: str) -> None:
+    entry = _mutate(_good_entry(), key, value)
+    with pytest.raises(ValueError, match=match):
+        record_from_entry(entry, AflowConfig(), set())
+
+
+def test_entry_type_and_duplicate_ids() -> None:
+    with pytest.raises(TypeError, match="entry: expected a JSON object, got list"):
+        record_from_entry([1, 2], AflowConfig(), set())
+    entry = _good_entry()
+    with pytest.raises(ValueError, match="duplicate"):
+        record_from_entry(entry, AflowConfig(), {entry["auid"]})
+
+
+def test_stoichiometry_without_composition_must_give_whole_counts() -> None:
+    entry = _mutate(_good_entry(), "composition", None)
+    entry["stoichiometry"] = [0.3, 0.7]
+    with pytest.raises(ValueError, match="stoichiometry: expected positive whole atom counts"):
+        record_from_entry(entry, AflowConfig(), set())
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _cli(argv: list[str]) -> int:
+    from fastgap.cli import aflow as cli
+
+    parser = argparse.ArgumentParser(prog="fastgap aflow")
+    cli.add_arguments(parser)
+    return cli.run(parser.parse_args(argv))
+
+
+def test_cli_prints_the_summary(tmp_path: Path, aflux_server: str,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "aflow.jsonl.gz"
+    code = _cli(["--out", str(out), "--endpoint", aflux_server + "/", "--page-size", "5",
+                 "--limit", "3"])
+    assert code == 0
+    assert "2 structures written" in capsys.readouterr().out  # + 1 rejected = limit
+    assert "paging(1,3)" in _AfluxHandler.requests[0]
+    assert len(read_jsonl(out)) == 2 and len(read_rejects(tmp_path / "aflow.rejects.csv")) == 1
+
+
+def test_cli_unreachable_endpoint_exits_with_a_message(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code = _cli(["--out", str(tmp_path / "a.jsonl"), "--endpoint", "http://127.0.0.1:9/",
+                 "--timeout", "2", "--retries", "0"])
+    assert code == 3
+    assert "fastgap aflow: error: AFLUX request failed" in capsys.readouterr().err
+
+
+def test_cli_bad_argument_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="page_size: expected an int >= 1"):
+        _cli(["--out", str(tmp_path / "a.jsonl"), "--page-size", "0"])
