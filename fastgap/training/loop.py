@@ -1,0 +1,111 @@
+"""Devices, distributed setup, the LR schedule and one training epoch."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fastgap.training.targets import masked_loss
+
+
+@dataclass
+class Runtime:
+    """Where and how the run executes (resolved from the config and the environment)."""
+
+    device: torch.device
+    amp: bool
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_runtime(device: str, amp: str) -> Runtime:
+    """Pick the device, AMP and (under ``torchrun``) the process group."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
+    if amp not in ("auto", "on", "off"):
+        raise ValueError(f"amp: expected 'auto', 'on' or 'off', got {amp!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was requested but torch sees no CUDA device")
+    name = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if name == "cuda" else "gloo")
+        if name == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            name = f"cuda:{local}"
+    dev = torch.device(name)
+    use_amp = dev.type == "cuda" and amp != "off"
+    if amp == "on" and dev.type != "cuda":
+        raise ValueError("amp: 'on' needs a CUDA device; use 'auto' or 'off' on CPU")
+    return Runtime(device=dev, amp=use_amp, rank=rank, world=world)
+
+
+def use_compile(setting: str, device: torch.device) -> bool:
+    """``auto`` compiles on CUDA only: on CPU compiling the LSTMs did not pay off (bench)."""
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"compile: expected 'auto', 'on' or 'off', got {setting!r}")
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):  # noqa: ANN201
+    """Multiplier of the base LR at each step: linear warm-up, then cosine to 0 or constant."""
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule: expected 'cosine' or 'constant', got {schedule!r}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def train_epoch(
+    model: nn.Module,
+    loss_model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    runtime: Runtime,
+    *,
+    grad_clip: float,
+    progress: bool,
+) -> float:
+    """One pass over ``loader``; returns the mean batch loss (normalised units)."""
+    from tqdm import tqdm
+
+    model.train()
+    total, n = 0.0, 0
+    for batch in tqdm(loader, disable=not progress, leave=False, desc="train"):
+        batch = batch.to(runtime.device, non_blocking=True)
+        with torch.autocast(runtime.device.type, enabled=runtime.amp):
+            out = model(batch)
+        loss = masked_loss(out.float(), batch.targets, loss_model)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total += float(loss.detach())
+        n += 1
+    return total / max(n, 1)
