@@ -227,9 +227,13 @@ class Committer:
             self.store.append(FeaturizedBatch.concat(self._buffer))
         self._buffer, self._buffered_atoms = [], 0
 
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
     def close(self) -> FeaturizeSummary:
         self.flush()
-        self._file.close()
+        self.abort()
         self.summary.n_structures = self.store.n_structures
         return self.summary
 
@@ -248,10 +252,14 @@ def run_ordered(
     """Feed ordered chunk results into the committer with a progress bar."""
     from tqdm import tqdm
 
-    with tqdm(unit=" structures", disable=not progress or None, smoothing=0.1) as bar:
-        for result in results:
-            bar.update(committer.add(result))
-    return committer.close()
+    try:
+        with tqdm(unit=" structures", disable=not progress or None, smoothing=0.1) as bar:
+            for result in results:
+                bar.update(committer.add(result))
+        return committer.close()
+    except BaseException:
+        committer.abort()  # buffered rows are lost on purpose: the next run redoes them
+        raise
 
 
 def _pool_results(
