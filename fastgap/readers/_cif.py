@@ -3,7 +3,9 @@
 Both paths build the lattice with the same convention (pymatgen's ``Lattice.from_parameters``:
 ``a`` in the xz-plane, ``c`` along z), apply the CIF's symmetry operations, wrap the
 generated positions into [0, 1) and merge images closer than ``SITE_TOLERANCE`` (fractional),
-so a CIF gives the same record whichever path reads it.
+so a CIF gives the same record whichever path reads it. Like pymatgen, coordinates within a
+relative ``1e-4`` of 1/3 or 2/3 (CIFs print 0.333333) are set to 1/3 and 2/3 exactly, so that
+symmetry images of such sites coincide.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from fastgap.structures import Structure, from_pymatgen, make_structure
 
 #: Symmetry images of one site closer than this (fractional, per axis) are one atom.
 SITE_TOLERANCE = 1e-4
+#: Relative tolerance for snapping printed thirds (0.333333) to 1/3 and 2/3, as pymatgen does.
+IDEAL_FRACTION_TOLERANCE = 1e-4
 #: Occupancies below ``1 - OCCUPANCY_TOLERANCE`` mark a disordered (partially occupied) site.
 OCCUPANCY_TOLERANCE = 1e-3
 
@@ -102,6 +106,8 @@ def _from_gemmi(ss: Any, id: str, source: str, disorder: str) -> Structure:
     frac = np.array([site.fract.tolist() for site in sites], dtype=np.float64)  # (S, 3)
     numbers = np.array([site.element.atomic_number for site in sites], dtype=np.int64)
     occ = np.array([site.occ for site in sites], dtype=np.float64)
+    for ideal in (1.0 / 3.0, 2.0 / 3.0):
+        frac[np.abs(frac / ideal - 1.0) <= IDEAL_FRACTION_TOLERANCE] = ideal
     frac, numbers = _resolve_disorder(frac, numbers, occ, [s.label for s in sites], disorder)
     frac, numbers = _expand(frac, numbers, _gemmi_ops(ss))
     cell = ss.cell

@@ -67,7 +67,7 @@ def parse_poscar(text: str, id: str, source: str) -> Structure:
     lines = text.splitlines()
     try:
         scale = [float(x) for x in lines[1].split()]
-        lattice = np.array([[float(x) for x in lines[i].split()[:3]] for i in (2, 3, 4)])
+        lattice = np.array([_three_floats(lines[i]) for i in (2, 3, 4)])
         species = lines[5].split()
         if species and _is_int(species[0]):
             raise ValueError("POSCAR: no species line (VASP 4 format is not supported)")
@@ -77,7 +77,7 @@ def parse_poscar(text: str, id: str, source: str) -> Structure:
             row += 1
         cartesian = lines[row].strip()[:1] in ("C", "c", "K", "k")
         n = sum(counts)
-        coords = np.array([[float(x) for x in lines[row + 1 + i].split()[:3]] for i in range(n)])
+        coords = np.array([_three_floats(lines[row + 1 + i]) for i in range(n)]).reshape(n, 3)
     except IndexError:
         raise ValueError("POSCAR: file ends early (truncated or not a POSCAR)") from None
     except ValueError as exc:
@@ -86,8 +86,8 @@ def parse_poscar(text: str, id: str, source: str) -> Structure:
         raise ValueError(f"POSCAR: malformed number ({exc})") from None
     if len(species) != len(counts):
         raise ValueError(f"POSCAR: {len(species)} species but {len(counts)} counts")
-    if lattice.shape != (3, 3) or coords.shape != (n, 3) or len(scale) not in (1, 3):
-        raise ValueError("POSCAR: lattice or coordinate lines have fewer than 3 numbers")
+    if len(scale) not in (1, 3):
+        raise ValueError(f"POSCAR: expected 1 or 3 scale factors, got {len(scale)}")
     if len(scale) == 3:
         factor = np.array(scale)
     elif scale[0] < 0:
@@ -101,6 +101,13 @@ def parse_poscar(text: str, id: str, source: str) -> Structure:
     if cartesian:
         return from_cartesian(id, coords * factor[None, :], numbers, lattice, True, None, source)
     return make_structure(id, lattice, coords, numbers, True, None, source)
+
+
+def _three_floats(line: str) -> list[float]:
+    values = [float(x) for x in line.split()[:3]]
+    if len(values) != 3:
+        raise ValueError(f"POSCAR: expected 3 numbers on line {line.strip()!r}")
+    return values
 
 
 def _is_int(token: str) -> bool:
