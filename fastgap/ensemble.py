@@ -1,0 +1,229 @@
+"""Model bundles for screening: several checkpoints, one card, one combination rule.
+
+A bundle is a directory (the default one ships in ``fastgap/models/default/``)::
+
+    card.json            bundle_format, fastgap_version, members, data, split, metrics, command
+    MODEL_CARD.md        the same for people
+    gap_seed0.safetensors ...   band-gap regressors (target band_gap_eV, trained on gaps > 0)
+    metal_seed0.safetensors     metal / non-metal classifier(s) (target is_metal)
+
+Each member is an ordinary `fastgap.checkpoint` file (safetensors weights + JSON metadata,
+nothing unpickled). A single checkpoint or a training run directory is a bundle of one.
+
+Combination rule (`combine`):
+
+- ``band_gap_regressor_eV`` = mean over the regressors; ``band_gap_std_eV`` = their standard
+  deviation (ddof=0, only when there are two or more: the spread of the ensemble, which does
+  not include the classifier's uncertainty);
+- ``p_metal`` = mean over the classifiers of P(band gap == 0);
+- ``band_gap_eV`` = 0.0 where ``p_metal >= 0.5``, else ``max(band_gap_regressor_eV, 0)``.
+  Without a classifier ``p_metal`` is NaN and ``band_gap_eV`` is the clipped regression.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastgap._version import __version__
+
+BUNDLE_FORMAT = 1
+CARD_NAME = "card.json"
+GAP_TARGET = "band_gap_eV"
+METAL_TARGET = "is_metal"
+METAL_THRESHOLD = 0.5  # p_metal at or above this reports a gap of exactly 0 eV
+ROLES = ("band_gap", "metal")
+ROLE_TARGETS = {"band_gap": GAP_TARGET, "metal": METAL_TARGET}
+
+
+def default_bundle_dir() -> Path:
+    """Where the bundled default model lives inside the installed package."""
+    return Path(__file__).resolve().parent / "models" / "default"
+
+
+@dataclass
+class Member:
+    """One loaded checkpoint: the model, its metadata and the column of each target."""
+
+    path: Path
+    model: Any
+    meta: dict[str, Any]
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.meta.get("targets", []))
+
+
+@dataclass
+class Bundle:
+    """Loaded members by role and the card (empty for a bare checkpoint or run directory).
+
+    Attributes:
+        band_gap: regressors whose targets include ``band_gap_eV``.
+        metal: classifiers whose targets include ``is_metal``.
+        others: members predicting neither (their targets become plain output columns).
+        k: neighbours per atom every member was trained with.
+    """
+
+    source: str
+    band_gap: list[Member] = field(default_factory=list)
+    metal: list[Member] = field(default_factory=list)
+    others: list[Member] = field(default_factory=list)
+    card: dict[str, Any] = field(default_factory=dict)
+    k: int = 19
+
+    @property
+    def members(self) -> list[Member]:
+        """Every distinct member (a multi-target checkpoint may serve two roles)."""
+        seen: dict[int, Member] = {}
+        for m in (*self.band_gap, *self.metal, *self.others):
+            seen.setdefault(id(m), m)
+        return list(seen.values())
+
+
+def load_bundle(spec: str | Path = "default", *, device: str = "cpu") -> Bundle:
+    """Load ``"default"``, a bundle directory, a training run directory or one checkpoint.
+
+    Raises FileNotFoundError when nothing is there (for ``"default"``: the bundle is not
+    installed) and ValueError for a bundle or checkpoint of another format version.
+    """
+    if not isinstance(spec, (str, Path)):
+        raise TypeError(f"model: expected 'default' or a path, got {type(spec).__name__}")
+    if str(spec) == "default":
+        path = default_bundle_dir()
+        if not (path / CARD_NAME).is_file():
+            raise FileNotFoundError(
+                f"model: the default model bundle is not installed ({path / CARD_NAME} is "
+                "missing); train it with scripts/train_default_models.sh or pass "
+                "--model RUN_DIR|FILE"
+            )
+    else:
+        path = Path(spec)
+    if path.is_dir() and (path / CARD_NAME).is_file():
+        return _load_card_bundle(path, device)
+    if path.is_dir() and (path / "best.safetensors").is_file():
+        return _bundle_of([path / "best.safetensors"], str(path), {}, device)
+    if path.is_file():
+        return _bundle_of([path], str(path), {}, device)
+    raise FileNotFoundError(
+        f"model: expected 'default', a bundle directory (with {CARD_NAME}), a training run "
+        f"directory (with best.safetensors) or a .safetensors file, got {str(path)!r}"
+    )
+
+
+def _load_card_bundle(path: Path, device: str) -> Bundle:
+    try:
+        card = json.loads((path / CARD_NAME).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"model: {path / CARD_NAME} is not valid JSON ({exc})") from None
+    found = card.get("bundle_format") if isinstance(card, dict) else None
+    if found != BUNDLE_FORMAT:
+        raise ValueError(
+            f"model: bundle {str(path)!r} has bundle format {found!r} (written by fastgap "
+            f"{card.get('fastgap_version') if isinstance(card, dict) else None}); this fastgap "
+            f"{__version__} reads bundle format {BUNDLE_FORMAT}"
+        )
+    members = card.get("members", {})
+    files = [path / name for role in ROLES for name in members.get(role, [])]
+    if not files:
+        raise ValueError(f"model: bundle {str(path)!r} lists no members in {CARD_NAME}")
+    bundle = _bundle_of(files, str(path), card, device)
+    for role in ROLES:
+        want = {str(path / n) for n in members.get(role, [])}
+        got = {str(m.path) for m in getattr(bundle, role)}
+        if not want <= got:
+            bad = sorted(want - got)
+            raise ValueError(
+                f"model: {CARD_NAME} lists {bad} as {role} members but they do not predict "
+                f"{ROLE_TARGETS[role]!r}"
+            )
+    return bundle
+
+
+def _bundle_of(files: list[Path], source: str, card: dict[str, Any], device: str) -> Bundle:
+    from fastgap.checkpoint import load_model
+
+    bundle = Bundle(source=source, card=card)
+    ks = set()
+    for file in dict.fromkeys(files):
+        model, meta = load_model(file, device=device)
+        member = Member(file, model, meta)
+        ks.add(meta.get("featurizer", {}).get("k"))
+        placed = False
+        for role in ROLES:
+            if ROLE_TARGETS[role] in member.targets:
+                getattr(bundle, role).append(member)
+                placed = True
+        if not placed:
+            bundle.others.append(member)
+    if len(ks) != 1 or None in ks:
+        raise ValueError(f"model: members of {source!r} disagree on featurizer k: {sorted(map(str, ks))}")
+    bundle.k = int(ks.pop())
+    return bundle
+
+
+def combine(gap_preds: np.ndarray | None, p_metal: np.ndarray | None, n: int) -> dict[str, np.ndarray]:
+    """Apply the combination rule (module docstring) to per-member predictions.
+
+    Args:
+        gap_preds: (M, S) float64 band gaps in eV from M regressors, or None.
+        p_metal: (C, S) float64 metal probabilities from C classifiers, or None.
+        n: S, the number of structures.
+
+    Returns:
+        Columns (each (S,) float64): ``band_gap_eV``, ``p_metal``, ``band_gap_regressor_eV``
+        and, when M >= 2, ``band_gap_std_eV``.
+    """
+    out: dict[str, np.ndarray] = {}
+    pm = np.full(n, np.nan) if p_metal is None else np.asarray(p_metal, np.float64).mean(axis=0)
+    if gap_preds is None:
+        reg = np.full(n, np.nan)
+        gap = np.where(pm >= METAL_THRESHOLD, 0.0, np.nan)
+    else:
+        preds = np.asarray(gap_preds, dtype=np.float64)
+        reg = preds.mean(axis=0)
+        # NaN p_metal (no classifier) compares False: the clipped regression is reported
+        gap = np.where(pm >= METAL_THRESHOLD, 0.0, np.clip(reg, 0.0, None))
+    out["band_gap_eV"] = gap
+    out["p_metal"] = pm
+    if gap_preds is not None and len(gap_preds) >= 2:
+        out["band_gap_std_eV"] = np.asarray(gap_preds, dtype=np.float64).std(axis=0)
+    out["band_gap_regressor_eV"] = reg
+    return out
+
+
+def pack_bundle(
+    out: str | Path,
+    band_gap: list[str | Path],
+    metal: list[str | Path],
+    card: dict[str, Any] | None = None,
+) -> Path:
+    """Copy checkpoints into a bundle directory ``out`` and write its ``card.json``.
+
+    ``band_gap`` / ``metal`` are checkpoint files (or training run directories, whose
+    ``best.safetensors`` is used); they are renamed ``gap_<i>`` / ``metal_<i>``. ``card``
+    adds descriptive fields (data, split, command, metrics); the format fields are set here.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    members: dict[str, list[str]] = {"band_gap": [], "metal": []}
+    for role, prefix, paths in (("band_gap", "gap", band_gap), ("metal", "metal", metal)):
+        for i, src in enumerate(paths):
+            src = Path(src)
+            if src.is_dir():
+                src = src / "best.safetensors"
+            if not src.is_file():
+                raise FileNotFoundError(f"{role}: no checkpoint at {str(src)!r}")
+            name = f"{prefix}_{i}.safetensors"
+            shutil.copyfile(src, out / name)
+            members[role].append(name)
+    full = {**(card or {}), "bundle_format": BUNDLE_FORMAT, "fastgap_version": __version__,
+            "members": members}  # fmt: skip
+    (out / CARD_NAME).write_text(json.dumps(full, indent=2) + "\n")
+    load_bundle(out)  # refuse to leave a bundle behind that would not load
+    return out

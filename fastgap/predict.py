@@ -1,0 +1,366 @@
+"""Screening: structures (files, archives, stores, objects) -> band gaps, streamed in order.
+
+Data flow (memory bounded by ``chunk_size * (2 * workers + 1)`` structures in flight)::
+
+    iter_raw(inputs) -> chunks --> workers: parse + featurize (fastgap.featurize pool)
+    Store.iter_batches()  ------------------------------------------+
+    main: ordered FeaturizedBatch chunks -> every member of the bundle (one shared
+          dataset per chunk) -> combination rule -> CSV / Parquet rows + rejects CSV
+
+No labels are read. Every input ends as exactly one output row (input order, its id) or one
+rejects row (id, source, reason). The combination rule for metals is in `fastgap.ensemble`:
+``band_gap_eV`` is 0.0 where ``p_metal >= 0.5``, else the regressors' mean clipped at 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastgap.ensemble import GAP_TARGET, METAL_TARGET, Bundle, combine, load_bundle
+from fastgap.features import FeaturizedBatch, FeaturizerConfig
+from fastgap.structures import ELEMENTS, Reject
+
+REJECTS_HEADER = ("id", "source", "reason")
+
+
+@dataclass
+class PredictConfig:
+    """Options of `predict_to_file` / `predict`; CLI flags map onto these fields.
+
+    Attributes:
+        model: "default" (the bundled ensemble), a bundle or run directory, or a checkpoint.
+        workers: parse + featurize worker processes (0 = in the calling process).
+        batch_size: structures per model forward pass.
+        chunk_size: inputs per worker task (and per inference chunk).
+        tta: average each model over the distinct axis-swap atom orders of a structure.
+        backend: neighbour-list backend of the featurizer ("auto", "cpp", "numba", ...).
+        threads: torch threads for inference (0 = leave torch's setting).
+        policy: `fastgap.readers.ReadPolicy` (None = its defaults).
+        progress: show a progress bar.
+    """
+
+    model: Any = "default"
+    workers: int = 2
+    batch_size: int = 256
+    chunk_size: int = 1000
+    tta: bool = True
+    backend: str = "auto"
+    threads: int = 0
+    policy: Any = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name, low in (("workers", 0), ("batch_size", 1), ("chunk_size", 1), ("threads", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+
+
+@dataclass
+class PredictSummary:
+    """Counts of one run: ``predicted + rejected == inputs``."""
+
+    inputs: int = 0
+    predicted: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    out: str = ""
+    rejects: str = ""
+
+    def __str__(self) -> str:
+        rate = self.inputs / self.seconds if self.seconds > 0 else float("nan")
+        return (
+            f"inputs {self.inputs}: predicted {self.predicted}, rejected {self.rejected} "
+            f"({self.seconds:.1f} s, {rate:.0f} structures/s)\n"
+            f"predictions {self.out}\nrejects {self.rejects}"
+        )
+
+
+def _is_store(obj: Any) -> bool:
+    return isinstance(obj, (str, Path)) and (Path(obj) / "zarr.json").is_file()
+
+
+def _segments(inputs: Sequence[Any]) -> Iterator[tuple[str, Any]]:
+    """Consecutive raw inputs grouped together; each feature store on its own."""
+    raw: list[Any] = []
+    for obj in inputs:
+        if _is_store(obj):
+            if raw:
+                yield "raw", raw
+                raw = []
+            yield "store", obj
+        else:
+            raw.append(obj)
+    if raw:
+        yield "raw", raw
+
+
+class _NoSkips:
+    """Nothing is already done in a prediction run (the featurize pool's skip sets)."""
+
+    done_ids: frozenset[str] = frozenset()
+    done_rejects: frozenset[tuple[str, str]] = frozenset()
+
+
+def feature_chunks(
+    inputs: Sequence[Any], k: int, config: PredictConfig
+) -> Iterator[tuple[FeaturizedBatch, list[Reject], int]]:
+    """(batch, rejects, inputs consumed) per chunk, in input order, featurized with ``k``."""
+    from fastgap.featurize import FeaturizeConfig, _pool_results, chunked
+    from fastgap.readers import iter_raw
+    from fastgap.store import Store
+
+    featurizer = FeaturizerConfig(k=k, backend=config.backend)
+    pool = FeaturizeConfig(featurizer=featurizer, workers=config.workers,
+                           chunk_size=config.chunk_size, policy=config.policy, progress=False)
+    for kind, item in _segments(inputs):
+        if kind == "store":
+            store = Store.open(item)
+            if store.featurizer.k != k:
+                raise ValueError(f"inputs: store {str(item)!r} has k={store.featurizer.k} "
+                                 f"neighbours, the model was trained with k={k}")
+            for batch in store.iter_batches(config.chunk_size):
+                yield batch, [], batch.n_structures
+            continue
+        for result in _pool_results(chunked(iter_raw(item), config.chunk_size), pool, _NoSkips()):
+            rejects = [Reject(i, s, r) for kind_, i, s, r in result.records if kind_ == "reject"]
+            yield result.batch, rejects, len(result.records)
+
+
+def _screen_rows(batch: FeaturizedBatch, seen: Any, max_z: int) -> tuple[np.ndarray, list[Reject]]:
+    """(S,) bool rows to predict; duplicate ids and untrained elements become rejects."""
+    keep = np.ones(batch.n_structures, dtype=bool)
+    rejects = []
+    zmax = np.zeros(batch.n_structures, dtype=np.int64)
+    if batch.n_atoms:
+        zmax = np.maximum.reduceat(batch.numbers.astype(np.int64), batch.atom_ptr[:-1])
+    for i, (id_, source) in enumerate(zip(batch.ids, batch.sources)):
+        dup = seen.check(str(id_), str(source))
+        if dup is not None:
+            keep[i] = False
+            rejects.append(dup)
+        elif zmax[i] > max_z:
+            keep[i] = False
+            z = int(zmax[i])
+            rejects.append(Reject(str(id_), str(source), f"numbers: element {ELEMENTS[z - 1]} "
+                                  f"(Z={z}) is outside the model's training elements (Z <= {max_z})"))
+    return keep, rejects
+
+
+def trained_max_z(bundle: Bundle) -> int:
+    """Largest atomic number every member was trained on (its ``max_z`` filter or embedding)."""
+    limits = []
+    for m in bundle.members:
+        limit = m.meta.get("train_config", {}).get("max_z")
+        embed = int(m.model.config.max_z)
+        limits.append(min(int(limit), embed) if limit else embed)
+    return min(limits)
+
+
+def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool,
+                       batch_size: int) -> dict[str, np.ndarray]:
+    """Output columns (each (S,) float64) for every structure of ``batch``, in order."""
+    from fastgap.data import StructureDataset
+    from fastgap.model import predict_dataset
+
+    n = batch.n_structures
+    dataset = StructureDataset(batch)  # built once, shared by every member
+    idx = np.arange(n)
+    preds = {id(m): predict_dataset(m.model, dataset, idx, tta=tta, batch_size=batch_size)
+             for m in bundle.members}  # fmt: skip
+
+    def column(members: list[Any], target: str) -> np.ndarray | None:
+        if not members:
+            return None
+        return np.stack([preds[id(m)][:, m.targets.index(target)] for m in members])  # (M, S)
+
+    cols = combine(column(bundle.band_gap, GAP_TARGET), column(bundle.metal, METAL_TARGET), n)
+    others: dict[str, list[np.ndarray]] = {}
+    for m in bundle.others:
+        for j, target in enumerate(m.targets):
+            others.setdefault(target, []).append(preds[id(m)][:, j])
+    cols.update({t: np.mean(v, axis=0) for t, v in others.items()})
+    return cols
+
+
+def iter_predictions(
+    inputs: Sequence[Any], bundle: Bundle, config: PredictConfig
+) -> Iterator[tuple[Any, list[Reject], int]]:
+    """(DataFrame of predicted rows, rejects, inputs consumed) per chunk, input order."""
+    import pandas as pd
+
+    from fastgap.readers import DuplicateIds
+
+    seen, max_z = DuplicateIds(), trained_max_z(bundle)
+    for batch, rejects, n_inputs in feature_chunks(inputs, bundle.k, config):
+        keep, more = _screen_rows(batch, seen, max_z)
+        if not keep.all():
+            batch = batch.select(keep)
+        frame = {"id": batch.ids.astype(str)}
+        if batch.n_structures:
+            frame.update(predict_featurized(bundle, batch, tta=config.tta,
+                                            batch_size=config.batch_size))
+        else:
+            frame.update({c: np.zeros(0) for c in output_columns(bundle)[1:]})
+        yield pd.DataFrame(frame), rejects + more, n_inputs
+
+
+def output_columns(bundle: Bundle) -> list[str]:
+    """The columns `iter_predictions` writes for ``bundle``, in order."""
+    cols = ["id", "band_gap_eV", "p_metal"]
+    if len(bundle.band_gap) >= 2:
+        cols.append("band_gap_std_eV")
+    cols.append("band_gap_regressor_eV")
+    cols += list(dict.fromkeys(t for m in bundle.others for t in m.targets))
+    return cols
+
+
+def _as_inputs(structures: Any) -> list[Any]:
+    if isinstance(structures, (list, tuple)):
+        return list(structures)
+    if isinstance(structures, (str, Path)) or not isinstance(structures, Iterable):
+        return [structures]
+    if type(structures).__module__.split(".")[0] in ("pymatgen", "ase", "fastgap"):
+        return [structures]  # a pymatgen Structure or ASE Atoms iterates over its sites
+    return list(structures)
+
+
+def _bundle(model: Any) -> Bundle:
+    return model if isinstance(model, Bundle) else load_bundle(model)
+
+
+def predict(structures: Any, model: Any = "default", config: PredictConfig | None = None) -> Any:
+    """Band gaps of ``structures`` as a pandas DataFrame, one row per accepted input, in order.
+
+    Args:
+        structures: a pymatgen ``Structure``/``Molecule``, ASE ``Atoms``, fastgap
+            ``Structure``, path (file, directory, archive, JSON-lines, feature store) or a
+            list of them. No labels are needed.
+        model: "default", a bundle / run directory, a checkpoint path or a loaded `Bundle`.
+        config: pipeline options (``config.model`` is ignored; ``model`` decides).
+
+    Returns:
+        DataFrame with ``id``, ``band_gap_eV`` (0.0 where ``p_metal >= 0.5``, else the
+        regression clipped at 0), ``p_metal``, ``band_gap_std_eV`` (ensembles) and
+        ``band_gap_regressor_eV``. Rejected inputs are listed in ``df.attrs["rejects"]``
+        (dicts with id, source, reason) and announced by a ``UserWarning``.
+    """
+    import pandas as pd
+
+    config = config or PredictConfig(workers=0, progress=False)
+    bundle = _bundle(model)
+    frames, rejects = [], []
+    for frame, rej, _ in iter_predictions(_as_inputs(structures), bundle, config):
+        frames.append(frame)
+        rejects += rej
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        {c: pd.Series(dtype=object if c == "id" else float) for c in output_columns(bundle)})
+    df.attrs["rejects"] = [{"id": r.id, "source": r.source, "reason": r.reason} for r in rejects]
+    if rejects:
+        warnings.warn(f"{len(rejects)} input(s) rejected, first: {rejects[0].source}: "
+                      f"{rejects[0].reason}; see df.attrs['rejects']", UserWarning, stacklevel=2)
+    return df
+
+
+class RowWriter:
+    """Append DataFrame chunks to CSV or Parquet (by suffix); the file appears on success."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        if path.suffix.lower() not in (".csv", ".parquet"):
+            raise ValueError(f"out: expected a .csv or .parquet path, got {str(path)!r}")
+        self.path, self.columns = path, columns
+        self.partial = path.with_name(path.name + ".partial")
+        self._parquet = path.suffix.lower() == ".parquet"
+        self._writer: Any = None
+        self._rows = 0
+
+    def __enter__(self) -> RowWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._parquet:
+            self._writer = self.partial.open("w", newline="", encoding="utf-8")
+            self._writer.write(",".join(self.columns) + "\n")
+        return self
+
+    def write(self, frame: Any) -> None:
+        frame = frame[self.columns]
+        if not self._parquet:
+            frame.to_csv(self._writer, header=False, index=False, lineterminator="\n")
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.partial, table.schema)
+        if len(frame) or self._rows == 0:
+            self._writer.write_table(table)
+        self._rows += len(frame)
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None and self._parquet and self._writer is None:
+            import pandas as pd
+
+            empty = {c: pd.Series(dtype=object if c == "id" else float) for c in self.columns}
+            self.write(pd.DataFrame(empty))
+        if self._writer is not None:
+            self._writer.close()
+        if exc_type is None and self._writer is not None:
+            self.partial.replace(self.path)
+
+
+def default_rejects_path(out: str | Path) -> Path:
+    """``preds.csv`` -> ``preds.rejects.csv`` (next to the output)."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(out.suffix) + ".rejects.csv")
+
+
+def predict_to_file(
+    inputs: Sequence[Any] | str | Path,
+    out: str | Path,
+    config: PredictConfig | None = None,
+    rejects: str | Path | None = None,
+) -> PredictSummary:
+    """Stream predictions of ``inputs`` into ``out`` (CSV, or Parquet for ``.parquet``).
+
+    The file appears at ``out`` only when the run completes (written to ``out.partial``
+    first); rejects go to ``rejects`` (default `default_rejects_path`).
+    """
+    import torch
+    from tqdm import tqdm
+
+    config = config or PredictConfig()
+    out = Path(out)
+    rejects_path = Path(rejects) if rejects is not None else default_rejects_path(out)
+    bundle = _bundle(config.model)
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    summary = PredictSummary(out=str(out), rejects=str(rejects_path))
+    start = time.perf_counter()
+    rejects_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with RowWriter(out, output_columns(bundle)) as writer, \
+                rejects_path.open("w", newline="", encoding="utf-8") as fh, \
+                tqdm(unit=" structures", disable=not config.progress or None) as bar:
+            rej = csv.writer(fh, lineterminator="\n")
+            rej.writerow(REJECTS_HEADER)
+            for frame, rejected, n_inputs in iter_predictions(items, bundle, config):
+                writer.write(frame)
+                rej.writerows((r.id, r.source, " ".join(r.reason.split())) for r in rejected)
+                summary.inputs += n_inputs
+                summary.predicted += len(frame)
+                summary.rejected += len(rejected)
+                bar.update(n_inputs)
+    finally:
+        torch.set_num_threads(threads)
+    summary.seconds = time.perf_counter() - start
+    return summary
