@@ -1,0 +1,113 @@
+// nanobind glue for fastgap._core: array plumbing only; the contract is in fastgap_knn.hpp.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "fastgap_knn.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+template <typename T>
+using In = nb::ndarray<const T, nb::c_contig, nb::device::cpu>;
+
+template <typename T, size_t D>
+using Out = nb::ndarray<nb::numpy, T, nb::ndim<D>>;
+
+// An uninitialised C++ buffer that becomes the storage of a NumPy array.
+template <typename T>
+struct Buffer {
+  explicit Buffer(size_t n) : data(new T[n == 0 ? 1 : n]) {}
+  template <size_t D>
+  Out<T, D> to_numpy(std::initializer_list<size_t> shape) {
+    T* raw = data.release();
+    nb::capsule owner(raw, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+    return Out<T, D>(raw, shape, owner);
+  }
+  std::unique_ptr<T[]> data;
+};
+
+void check_shape(const char* name, size_t ndim, const int64_t* shape, size_t want_ndim,
+                 const int64_t* want) {
+  bool ok = ndim == want_ndim;
+  for (size_t d = 0; ok && d < ndim; ++d) ok = want[d] < 0 || int64_t(shape[d]) == want[d];
+  if (ok) return;
+  std::string got = "(";
+  for (size_t d = 0; d < ndim; ++d) got += (d ? ", " : "") + std::to_string(shape[d]);
+  throw fastgap::KnnError(std::string(name) + ": expected shape consistent with the batch, got " +
+                          got + ")");
+}
+
+nb::tuple knn_batch(In<double> lattices, In<double> frac_coords, In<int32_t> numbers,
+                    In<int64_t> atom_ptr, In<bool> pbc, int k, int num_threads,
+                    double tie_tol, double min_distance) {
+  const int64_t n_structures = atom_ptr.ndim() == 1 ? int64_t(atom_ptr.shape(0)) - 1 : -1;
+  const int64_t n_atoms = frac_coords.ndim() == 2 ? int64_t(frac_coords.shape(0)) : -1;
+  const int64_t s3[3] = {n_structures, 3, 3}, a3[2] = {n_atoms, 3}, a1[1] = {n_atoms},
+                s1[1] = {n_structures + 1};
+  check_shape("atom_ptr", atom_ptr.ndim(), atom_ptr.shape_ptr(), 1, s1);
+  check_shape("frac_coords", frac_coords.ndim(), frac_coords.shape_ptr(), 2, a3);
+  check_shape("lattices", lattices.ndim(), lattices.shape_ptr(), 3, s3);
+  check_shape("numbers", numbers.ndim(), numbers.shape_ptr(), 1, a1);
+  check_shape("pbc", pbc.ndim(), pbc.shape_ptr(), 2, s3);
+  if (n_structures < 0) throw fastgap::KnnError("atom_ptr: expected at least one offset");
+
+  fastgap::KnnInput in;
+  in.lattices = lattices.data();
+  in.frac_coords = frac_coords.data();
+  in.numbers = numbers.data();
+  in.atom_ptr = atom_ptr.data();
+  in.pbc = pbc.data();
+  in.n_structures = n_structures;
+  in.n_atoms = n_atoms;
+  in.k = k;
+  in.tie_tol = tie_tol;
+  in.min_distance = min_distance;
+  fastgap::validate_batch(in);
+  fastgap::resolve_threads(num_threads);
+
+  const size_t a = size_t(n_atoms), kk = size_t(k);
+  Buffer<int16_t> nbr_numbers(a * kk);
+  Buffer<double> distances(a * kk);
+  Buffer<int32_t> indices(a * kk);
+  Buffer<int32_t> images(a * kk * 3);
+  Buffer<int32_t> counts(a);
+  fastgap::KnnOutput out{nbr_numbers.data.get(), distances.data.get(), indices.data.get(),
+                         images.data.get(), counts.data.get()};
+  {
+    nb::gil_scoped_release release;
+    fastgap::knn_batch(in, out, num_threads);
+  }
+  return nb::make_tuple(nbr_numbers.to_numpy<2>({a, kk}), distances.to_numpy<2>({a, kk}),
+                        indices.to_numpy<2>({a, kk}), images.to_numpy<3>({a, kk, 3}),
+                        counts.to_numpy<1>({a}));
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "fastgap compiled core: periodic k-nearest-neighbour lists (see cpp/fastgap_knn.hpp).";
+  // The one place where C++ errors become Python exceptions.
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const fastgap::KnnError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+  m.def("knn_batch", &knn_batch, "lattices"_a, "frac_coords"_a, "numbers"_a, "atom_ptr"_a,
+        "pbc"_a, "k"_a, "num_threads"_a, "tie_tol"_a, "min_distance"_a,
+        "k nearest neighbours of every atom of a batch; returns (numbers int16 (A, k), "
+        "distances float64 (A, k) in Å, indices int32 (A, k), images int32 (A, k, 3), "
+        "counts int32 (A,)). Contract: cpp/fastgap_knn.hpp.");
+  m.attr("__version__") = FASTGAP_VERSION;
+  m.attr("TIE_TOL") = fastgap::TIE_TOL;
+  m.attr("MIN_DISTANCE") = fastgap::MIN_DISTANCE;
+  m.attr("MAX_K") = fastgap::MAX_K;
+  m.attr("build_info") = FASTGAP_BUILD_INFO;
+}
