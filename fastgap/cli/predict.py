@@ -1,0 +1,42 @@
+"""``fastgap predict INPUT... --out preds.csv``: band gaps of many structures, no labels."""
+
+from __future__ import annotations
+
+import argparse
+
+help = "predict band gaps of structure files, archives or feature stores (CSV or Parquet out)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="CIF/POSCAR/xyz files, directories, tar(.gz) archives, "
+                             "JSON-lines(.gz) or featurized Zarr stores")
+    parser.add_argument("--out", required=True, help="predictions file (.csv or .parquet)")
+    parser.add_argument("--model", default="default",
+                        help="'default' (bundled ensemble), a bundle or training run "
+                             "directory, or a .safetensors checkpoint")
+    parser.add_argument("--rejects", default=None,
+                        help="rejects CSV (default: next to --out, <name>.rejects.csv)")
+    parser.add_argument("--workers", type=int, default=2, help="parse/featurize processes")
+    parser.add_argument("--batch-size", type=int, default=256, help="structures per forward pass")
+    parser.add_argument("--chunk-size", type=int, default=1000, help="inputs per worker task")
+    parser.add_argument("--no-tta", action="store_true",
+                        help="no averaging over axis-swap atom orders (faster)")
+    parser.add_argument("--backend", default="auto", help="neighbour-list backend")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--disorder", default="reject", help="reject or majority (CIF occupancy)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastgap.predict import PredictConfig, predict_to_file
+    from fastgap.readers import ReadPolicy
+
+    config = PredictConfig(
+        model=args.model, workers=args.workers, batch_size=args.batch_size,
+        chunk_size=args.chunk_size, tta=not args.no_tta, backend=args.backend,
+        threads=args.threads, policy=ReadPolicy(disorder=args.disorder),
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(predict_to_file(args.inputs, args.out, config, rejects=args.rejects))
+    return 0
