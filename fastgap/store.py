@@ -27,6 +27,8 @@ its first append, so a ``kill -9`` at any moment leaves a store the next run rep
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,12 +112,21 @@ class Store:
 
     @classmethod
     def create(cls, path: str | Path, featurizer: FeaturizerConfig) -> Store:
-        """Create an empty store at ``path`` (which must not hold one already)."""
+        """Create an empty store at ``path`` (absent or an empty directory).
+
+        The store is built in a hidden sibling directory and renamed into place, so a crash
+        during creation never leaves a half-made store at ``path``.
+        """
         path = Path(path)
         if (path / "zarr.json").exists():
             raise FileExistsError(f"path: a store already exists at {path}")
-        path.mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(str(path), mode="w")
+        if path.is_dir() and any(path.iterdir()):
+            raise FileExistsError(f"path: {path} is a non-empty directory, not a fastgap store")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.creating-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a crash during creation
+        tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
+        group = zarr.open_group(str(tmp), mode="w")
         for name, (tail, dtype, kind) in _array_specs(featurizer.k).items():
             _create(group, name, tail, dtype, kind)
         _create(group, "atom_ptr", (), np.int64, "s", length=1, fill_value=0)
@@ -126,7 +137,8 @@ class Store:
             "featurizer": featurizer.to_dict(), "created": now, "updated": now,
             "n_structures": 0, "n_atoms": 0,
         })  # fmt: skip
-        return cls(path, group, writable=True)
+        os.replace(tmp, path)  # atomic; replaces an empty directory
+        return cls(path, zarr.open_group(str(path), mode="r+"), writable=True)
 
     @classmethod
     def open_append(cls, path: str | Path, featurizer: FeaturizerConfig) -> Store:

@@ -168,3 +168,47 @@ def test_interrupted_copy_of_a_store_resumes(tmp_path: Path, inputs: list[Path])
     shutil.copytree(out, snapshot)
     featurize(inputs, snapshot, config())
     check_complete(snapshot)
+
+
+KILL_SCRIPT = """
+import sys
+from fastgap.features import FeaturizerConfig
+from fastgap.featurize import FeaturizeConfig, featurize
+config = FeaturizeConfig(featurizer=FeaturizerConfig(backend="reference"), workers=0,
+                         chunk_size=5, flush_atoms=20, progress=False)
+featurize([sys.argv[1]], sys.argv[2], config)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
+    """A real ``kill -9`` once some batches are committed; the same command then completes."""
+    import json as _json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lines = (DATA / "mp12.jsonl").read_text().splitlines()
+    src = tmp_path / "many.jsonl"
+    records = [_json.loads(line) | {"id": f"c{i}-{j}"} for i in range(40)
+               for j, line in enumerate(lines)]
+    src.write_text("\n".join(map(_json.dumps, records)) + "\n")
+    out = tmp_path / "s.zarr"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(src), str(out)], env=env)
+    try:
+        while proc.poll() is None:
+            if (out / "zarr.json").exists() and Store.open(out).n_structures > 0:
+                break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = Store.open(out).n_structures
+    summary = featurize([src], out, config(chunk_size=50, flush_atoms=500))
+    assert summary.written == len(records) - before
+    assert summary.written + summary.skipped == summary.inputs == len(records)
+    ids = list(Store.open(out).ids)
+    assert ids == [r["id"] for r in records]

@@ -90,6 +90,10 @@ def test_refusals(tmp_path: Path, batch: FeaturizedBatch) -> None:
     with pytest.raises(ValueError, match="featurizer: the store .* was featurized with"):
         Store.open_append(path, FeaturizerConfig(k=12))
     Store.open_append(path, FeaturizerConfig(k=19, backend="numba"))  # same features
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="is a non-empty directory"):
+        Store.create(tmp_path / "other", CONFIG)
     with pytest.raises(FileNotFoundError, match="no fastgap store"):
         Store.open(tmp_path / "missing.zarr")
     reader = Store.open(path)
