@@ -22,7 +22,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
-from fastgap.readers import ReadPolicy, RawItem, iter_raw, iter_structures, parse_raw
+from fastgap.readers import RawItem, ReadPolicy, iter_raw, iter_structures, parse_raw
 from fastgap.structures import Reject
 
 
@@ -92,7 +92,7 @@ def main() -> None:
     parse_all(members[:20], gemmi)()
     parse_all(members[:20], pmg)()
     print(f"machine: {machine_line()}; 1 process")
-    print("\n| case | records | records/s (median of %d) |" % args.repeats)
+    print(f"\n| case | records | records/s (median of {args.repeats}) |")
     print("|---|---|---|")
     for name, run in cases:
         rate, count = median_rate(run, args.repeats)

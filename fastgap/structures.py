@@ -106,9 +106,7 @@ class Structure:
         if not any(self.pbc):
             return pmg.Molecule(species, self.cart_coords, properties=dict(self.properties))
         lattice = pmg.Lattice(self.lattice, pbc=self.pbc)
-        return pmg.Structure(
-            lattice, species, self.frac_coords, properties=dict(self.properties)
-        )
+        return pmg.Structure(lattice, species, self.frac_coords, properties=dict(self.properties))
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,9 @@ def _check_array(name: str, value: Any, dtype: type, shape: tuple[int | None, ..
 def _check_lattice(lattice: np.ndarray) -> None:
     (a1, a2, a3), (b1, b2, b3), (c1, c2, c3) = lattice.tolist()
     det = a1 * (b2 * c3 - b3 * c2) - a2 * (b1 * c3 - b3 * c1) + a3 * (b1 * c2 - b2 * c1)
-    lengths = [(x * x + y * y + z * z) ** 0.5 for x, y, z in ((a1, a2, a3), (b1, b2, b3), (c1, c2, c3))]
+    lengths = [
+        (x * x + y * y + z * z) ** 0.5 for x, y, z in ((a1, a2, a3), (b1, b2, b3), (c1, c2, c3))
+    ]
     if abs(det) < SINGULAR_TOL * lengths[0] * lengths[1] * lengths[2] or not all(lengths):
         raise ValueError(f"lattice: expected a non-singular (3, 3) matrix, got det={det:.3g} Å^3")
 
@@ -166,9 +166,7 @@ def _numeric_properties(properties: Mapping[str, Any] | None) -> dict[str, float
     for key, value in (properties or {}).items():
         if value is None:
             out[str(key)] = float("nan")
-        elif isinstance(value, (bool, np.bool_)):
-            out[str(key)] = float(value)
-        elif isinstance(value, (int, float, np.integer, np.floating)):
+        elif isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
             out[str(key)] = float(value)
     return out
 
@@ -255,7 +253,9 @@ def from_cartesian(
     return make_structure(id, cell, frac, numbers, True if pbc is None else pbc, properties, source)
 
 
-def from_pymatgen(obj: Any, id: str, source: str = "", padding: float = MOLECULE_PADDING) -> Structure:
+def from_pymatgen(
+    obj: Any, id: str, source: str = "", padding: float = MOLECULE_PADDING
+) -> Structure:
     """A `Structure` from an ordered pymatgen ``Structure`` or ``Molecule``.
 
     Disordered (partially occupied) sites are an error; dummy species have no atomic number
@@ -288,7 +288,9 @@ def from_ase(atoms: Any, id: str, source: str = "", padding: float = MOLECULE_PA
         info.update({k: v for k, v in atoms.calc.results.items() if np.ndim(v) == 0})
     if not cell.any():
         if atoms.pbc.any():
-            raise ValueError(f"pbc: a periodic structure needs a cell, got pbc={atoms.pbc.tolist()}")
+            raise ValueError(
+                f"pbc: a periodic structure needs a cell, got pbc={atoms.pbc.tolist()}"
+            )
         return from_cartesian(id, atoms.positions, atoms.numbers, None, None, info, source, padding)
     pbc = tuple(bool(p) for p in atoms.pbc)
     return from_cartesian(id, atoms.positions, atoms.numbers, cell, pbc, info, source)

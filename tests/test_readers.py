@@ -51,10 +51,12 @@ def reject_of(path: Path | str, policy: ReadPolicy | None = None) -> Reject:
 
 def assert_same_crystal(a: Structure, b_lattice, b_frac, b_numbers, *, atol: float) -> None:
     """Same lattice parameters, species and fractional coordinates up to wrapping."""
-    np.testing.assert_allclose(np.linalg.norm(a.lattice, axis=1),
-                               np.linalg.norm(b_lattice, axis=1), rtol=0, atol=atol)
-    np.testing.assert_allclose(a.lattice @ a.lattice.T, b_lattice @ b_lattice.T,
-                               rtol=0, atol=atol * 10)
+    np.testing.assert_allclose(
+        np.linalg.norm(a.lattice, axis=1), np.linalg.norm(b_lattice, axis=1), rtol=0, atol=atol
+    )
+    np.testing.assert_allclose(
+        a.lattice @ a.lattice.T, b_lattice @ b_lattice.T, rtol=0, atol=atol * 10
+    )
     assert a.numbers.tolist() == list(b_numbers)
     d = np.mod(a.frac_coords - b_frac + 0.5, 1.0) - 0.5
     np.testing.assert_allclose(d, 0.0, rtol=0, atol=atol)
@@ -84,7 +86,7 @@ def test_cif_symmetry_is_applied(policy: ReadPolicy) -> None:
     s = only(read_structures([DATA / "nacl_fm3m.cif"], policy))
     assert s.n_atoms == 8 and sorted(s.numbers.tolist()) == [11] * 4 + [17] * 4
     ref = pymatgen_cif(DATA / "nacl_fm3m.cif")
-    key = lambda z, f: (z, *np.round(np.mod(f, 1.0), 6))  # noqa: E731
+    key = lambda z, f: (z, *np.round(np.mod(f, 1.0), 6))
     ours = sorted(key(z, f) for z, f in zip(s.numbers, s.frac_coords))
     theirs = sorted(key(site.specie.Z, site.frac_coords) for site in ref)
     assert ours == theirs
@@ -219,8 +221,12 @@ def test_extxyz_frames_match_ase() -> None:
     np.testing.assert_allclose(records[0].cart_coords, frames[0].positions, rtol=0, atol=1e-12)
     np.testing.assert_allclose(records[0].lattice, frames[0].cell[:], rtol=0, atol=1e-12)
     mol = records[1]
-    np.testing.assert_allclose(mol.cart_coords - mol.cart_coords[0],
-                               frames[1].positions - frames[1].positions[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        mol.cart_coords - mol.cart_coords[0],
+        frames[1].positions - frames[1].positions[0],
+        rtol=0,
+        atol=1e-12,
+    )
     assert records[0].properties["energy"] == -10.8 and records[1].properties["energy"] == -14.2
 
 
@@ -257,13 +263,19 @@ def test_jsonl_records_match_pymatgen() -> None:
             np.testing.assert_array_equal(s.frac_coords, ref.frac_coords)
         else:
             ref = Molecule(rec["species"], rec["positions"])
-            np.testing.assert_allclose(s.cart_coords - s.cart_coords[0],
-                                       ref.cart_coords - ref.cart_coords[0], rtol=0, atol=1e-9)
+            np.testing.assert_allclose(
+                s.cart_coords - s.cart_coords[0],
+                ref.cart_coords - ref.cart_coords[0],
+                rtol=0,
+                atol=1e-9,
+            )
         assert s.numbers.tolist() == [site.specie.Z for site in ref]
 
 
-GOOD = '{"id":"a","lattice":[[3,0,0],[0,3,0],[0,0,3]],"species":["Na","Cl"],' \
-       '"frac_coords":[[0,0,0],[0.5,0.5,0.5]],"properties":{"gap":1,"ok":true,"none":null,"t":"x"}}'
+GOOD = (
+    '{"id":"a","lattice":[[3,0,0],[0,3,0],[0,0,3]],"species":["Na","Cl"],'
+    '"frac_coords":[[0,0,0],[0.5,0.5,0.5]],"properties":{"gap":1,"ok":true,"none":null,"t":"x"}}'
+)
 
 
 @pytest.mark.parametrize(
@@ -275,8 +287,13 @@ GOOD = '{"id":"a","lattice":[[3,0,0],[0,3,0],[0,0,3]],"species":["Na","Cl"],' \
         (GOOD.replace('["Na","Cl"]', '"NaCl"'), "a", "species: expected a list"),
         (GOOD.replace('"Cl"', '"X"'), "a", "expected element symbols H..Og, got 'X'"),
         (GOOD.replace('["Na","Cl"]', '["Na"]'), "a", "to match numbers"),
-        (GOOD.replace('["Na","Cl"]', "[]").replace("[0.5,0.5,0.5]]", "]").replace("[[0,0,0],", "["),
-         "a", "expected at least one atom"),
+        (
+            GOOD.replace('["Na","Cl"]', "[]")
+            .replace("[0.5,0.5,0.5]]", "]")
+            .replace("[[0,0,0],", "["),
+            "a",
+            "expected at least one atom",
+        ),
         (GOOD.replace(",[0,0,3]]", "]"), "a", r"lattice: expected shape \(3, 3\)"),
         (GOOD.replace("[0.5,0.5,0.5]", "[0.5,0.5]"), "a", "expected numeric arrays"),
         (GOOD.replace("[0,0,3]", "[0,0,0]"), "a", "non-singular"),
@@ -310,8 +327,11 @@ def test_jsonl_properties_and_empty_molecule() -> None:
 def test_tar_streams_members_in_order(tmp_path: Path) -> None:
     items = list(iter_raw([DATA / "archive.tar.gz"]))
     archive = str(DATA / "archive.tar.gz")
-    assert [i.source for i in items] == [f"{archive}:cifs/mp-1000.cif",
-                                         f"{archive}:cifs/mp-877.cif", f"{archive}:Si/POSCAR"]
+    assert [i.source for i in items] == [
+        f"{archive}:cifs/mp-1000.cif",
+        f"{archive}:cifs/mp-877.cif",
+        f"{archive}:Si/POSCAR",
+    ]
     assert [i.id for i in items] == ["mp-1000", "mp-877", "Si_POSCAR"]
     assert not any(tmp_path.iterdir()) and not (Path.cwd() / "cifs").exists()
     records = read_structures([DATA / "archive.tar.gz"])
@@ -333,17 +353,28 @@ def test_directory_sorted_recursive_and_duplicates_rejected() -> None:
     records = list(iter_structures([DATA]))
     sources = [r.source.split(str(DATA) + "/")[-1] for r in records]
     assert sources[:3] == ["GaAs_cart.vasp", "Si/POSCAR", "archive.tar.gz:cifs/mp-1000.cif"]
-    dups = {r.source.split("/")[-1]: r.reason for r in records if "duplicate" in getattr(r, "reason", "")}
+    dups = {
+        r.source.split("/")[-1]: r.reason
+        for r in records
+        if "duplicate" in getattr(r, "reason", "")
+    }
     assert dups["mp-1000.cif"] == (
-        f"duplicate id 'mp-1000', first seen in {DATA}/archive.tar.gz:cifs/mp-1000.cif")
+        f"duplicate id 'mp-1000', first seen in {DATA}/archive.tar.gz:cifs/mp-1000.cif"
+    )
     assert "sample.jsonl.gz:line 1" in dups and "POSCAR" in dups
     assert len(records) == 13 + 15  # every input either a structure or a rejection
 
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("a/b/mp-1.cif", "mp-1"), ("Si/POSCAR", "Si_POSCAR"), ("CONTCAR", "CONTCAR"),
-     ("x/CONTCAR", "x_CONTCAR"), ("run/POSCAR.vasp", "POSCAR"), ("Ge.poscar", "Ge")],
+    [
+        ("a/b/mp-1.cif", "mp-1"),
+        ("Si/POSCAR", "Si_POSCAR"),
+        ("CONTCAR", "CONTCAR"),
+        ("x/CONTCAR", "x_CONTCAR"),
+        ("run/POSCAR.vasp", "POSCAR"),
+        ("Ge.poscar", "Ge"),
+    ],
 )
 def test_file_ids(name: str, expected: str) -> None:
     assert file_id(name) == expected
@@ -362,8 +393,9 @@ def test_objects_ids_and_order() -> None:
     from pymatgen.core import Lattice, Molecule
     from pymatgen.core import Structure as PmgStructure
 
-    pmg = PmgStructure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]],
-                       properties={"id": "nacl"})
+    pmg = PmgStructure(
+        Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], properties={"id": "nacl"}
+    )
     mol = Molecule(["H", "H"], [[0, 0, 0], [0, 0, 0.74]])
     atoms = bulk("Cu")
     atoms.info["id"] = "cu"
@@ -411,9 +443,11 @@ def test_read_structures_raises_on_first_reject() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"disorder": "drop"}, "disorder: expected one of"),
-     ({"cif_engine": "ase"}, "cif_engine: expected one of"),
-     ({"molecule_padding": -1.0}, "molecule_padding: expected a positive")],
+    [
+        ({"disorder": "drop"}, "disorder: expected one of"),
+        ({"cif_engine": "ase"}, "cif_engine: expected one of"),
+        ({"molecule_padding": -1.0}, "molecule_padding: expected a positive"),
+    ],
 )
 def test_read_policy_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

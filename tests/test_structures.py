@@ -49,7 +49,11 @@ def test_properties_numeric_bool_missing_and_text() -> None:
         ({"numbers": [0, 1]}, ValueError, "expected atomic numbers 1..118, got 0"),
         ({"numbers": [1, 119]}, ValueError, "expected atomic numbers 1..118, got 119"),
         ({"lattice": np.full((3, 3), np.nan)}, ValueError, "lattice: expected finite"),
-        ({"frac_coords": [[0, 0, np.inf], [0.5, 0.5, 0.5]]}, ValueError, "frac_coords: expected finite"),
+        (
+            {"frac_coords": [[0, 0, np.inf], [0.5, 0.5, 0.5]]},
+            ValueError,
+            "frac_coords: expected finite",
+        ),
         ({"lattice": [[1, 0, 0], [2, 0, 0], [0, 0, 1]]}, ValueError, "non-singular"),
         ({"lattice": [[1, 0, 0], [0, 0, 0], [0, 0, 1]]}, ValueError, "non-singular"),
         ({"frac_coords": [[0, 0, 0], [1.0, 0, 0]]}, ValueError, "atoms 0 and 1 are at the same"),
@@ -130,8 +134,9 @@ def test_from_cartesian_periodic_matches_fractional() -> None:
 
 
 def test_pymatgen_round_trip() -> None:
-    s = make_structure("x", [[4, 0, 0], [1, 4, 0], [0, 0, 5]], TWO_ATOMS, [11, 17],
-                       properties={"gap_eV": 2.0})
+    s = make_structure(
+        "x", [[4, 0, 0], [1, 4, 0], [0, 0, 5]], TWO_ATOMS, [11, 17], properties={"gap_eV": 2.0}
+    )
     pmg = s.to_pymatgen()
     back = from_pymatgen(pmg, "x", "mem")
     np.testing.assert_array_equal(back.lattice, s.lattice)
@@ -148,8 +153,12 @@ def test_pymatgen_molecule_and_rejections() -> None:
     s = from_pymatgen(mol, "water")
     assert s.pbc == (False, False, False) and s.numbers.tolist() == [8, 1, 1]
     back = s.to_pymatgen()
-    np.testing.assert_allclose(back.cart_coords - back.cart_coords[0],
-                               mol.cart_coords - mol.cart_coords[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        back.cart_coords - back.cart_coords[0],
+        mol.cart_coords - mol.cart_coords[0],
+        rtol=0,
+        atol=1e-12,
+    )
     disordered = PmgStructure(Lattice.cubic(3.0), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
     with pytest.raises(ValueError, match="disorder: partially occupied sites"):
         from_pymatgen(disordered, "d")

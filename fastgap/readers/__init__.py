@@ -26,7 +26,12 @@ from typing import Any
 import orjson
 
 from fastgap.readers._cif import majority_species, parse_cif
-from fastgap.readers._formats import parse_extxyz, parse_jsonl_record, parse_poscar
+from fastgap.readers._formats import (
+    parse_extxyz,
+    parse_jsonl_record,
+    parse_poscar,
+    record_id,
+)
 from fastgap.readers._sources import RawItem, detect_format, file_id, iter_raw
 from fastgap.structures import MOLECULE_PADDING, Reject, Structure, from_ase, from_pymatgen
 
@@ -116,8 +121,6 @@ def _reject_id(item: RawItem) -> str:
     if item.id is not None:
         return item.id
     if item.format == "jsonl":
-        from fastgap.readers._formats import record_id
-
         return record_id(item.payload) or item.source
     return item.source
 

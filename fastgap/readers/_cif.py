@@ -40,8 +40,11 @@ def lattice_from_parameters(
     return np.array(
         [
             [a * math.sin(be), 0.0, a * math.cos(be)],
-            [-b * math.sin(al) * math.cos(gamma_star), b * math.sin(al) * math.sin(gamma_star),
-             b * math.cos(al)],
+            [
+                -b * math.sin(al) * math.cos(gamma_star),
+                b * math.sin(al) * math.sin(gamma_star),
+                b * math.cos(al),
+            ],
             [0.0, 0.0, c],
         ]
     )
@@ -155,9 +158,7 @@ def _expand(
     frac: np.ndarray, numbers: np.ndarray, ops: list[tuple[np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Apply symmetry operations site by site; keep distinct images in operation order."""
-    trivial = len(ops) <= 1 and all(
-        np.array_equal(r, np.eye(3)) and not t.any() for r, t in ops
-    )
+    trivial = len(ops) <= 1 and all(np.array_equal(r, np.eye(3)) and not t.any() for r, t in ops)
     if trivial:
         return frac, numbers
     rot = np.stack([r for r, _ in ops])  # (O, 3, 3)
@@ -188,7 +189,7 @@ def _parse_pymatgen(text: str, id: str, source: str, disorder: str) -> list[Stru
             warnings.simplefilter("ignore")
             parser = CifParser.from_str(text)
             structures = parser.parse_structures(primitive=False, on_error="raise")
-    except Exception as exc:  # pymatgen raises many types for unreadable text
+    except Exception as exc:  # noqa: BLE001 -- pymatgen raises many types for unreadable text
         raise CannotRead(f"{type(exc).__name__}: {exc}") from None
     if not structures:
         raise CannotRead("no structure in the file")

@@ -53,8 +53,9 @@ def parse_jsonl_record(rec: Any, source: str, padding: float) -> Structure:
             rid, rec["lattice"], rec["frac_coords"], numbers, True, properties, source
         )
     if "positions" in rec:
-        return from_cartesian(rid, rec["positions"], numbers, None, None, properties, source,
-                              padding)
+        return from_cartesian(
+            rid, rec["positions"], numbers, None, None, properties, source, padding
+        )
     raise ValueError("record: expected 'lattice' + 'frac_coords' or 'positions'")
 
 
@@ -129,7 +130,7 @@ def parse_extxyz(text: str, stem: str, source: str, padding: float) -> list[Stru
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             frames = read(io.StringIO(text), index=":", format="extxyz")
-    except Exception as exc:  # ASE raises many types for malformed text
+    except Exception as exc:  # noqa: BLE001 -- ASE raises many types for malformed text
         raise ValueError(f"extxyz: cannot parse ({type(exc).__name__}: {exc})") from None
     if not frames:
         raise ValueError("extxyz: no frames")

@@ -66,10 +66,10 @@ def file_id(name: str) -> str:
     there is no parent directory).
     """
     path = PurePosixPath(name.replace("\\", "/"))
-    if detect_format(path.name) == "poscar" and path.name.startswith(_POSCAR_NAMES):
-        if path.suffix.lower() not in _SUFFIX_FORMATS:
-            parent = path.parent.name
-            return f"{parent}_{path.name}" if parent else path.name
+    bare = path.name.startswith(_POSCAR_NAMES) and path.suffix.lower() not in _SUFFIX_FORMATS
+    if bare:
+        parent = path.parent.name
+        return f"{parent}_{path.name}" if parent else path.name
     return path.stem
 
 
