@@ -1,0 +1,184 @@
+"""The bench suite end to end on tiny fixtures, plus its input handling and validation."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fastgap.bench import BenchConfig, Task, run_bench, suite_tasks
+from fastgap.benchmarks_suite import inputs
+from fastgap.benchmarks_suite.tasks import SETTINGS
+
+DATA = Path(__file__).parent / "data" / "bench"
+SPLITS = DATA / "splits"
+
+
+def _config(out: Path, **kw: Any) -> BenchConfig:
+    return BenchConfig(data_root=str(DATA), splits_dir=str(SPLITS), out=str(out),
+                       backend="reference", epochs=1, threads=1, **kw)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    tasks = ("gap_nonzero", "elastic", "qm9_orbitals", "transfer_jarvis")
+    results, out = run_bench(_config(out, tasks=tasks))
+    return {r["task"]: r for r in results}, out
+
+
+def _records(dataset: str) -> list[dict[str, Any]]:
+    with gzip.open(DATA / dataset / "structures.jsonl.gz", "rt") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def test_smoke_runs_every_task_and_writes_results(smoke: tuple[dict, Path]) -> None:
+    by_task, out = smoke
+    # transfer_jarvis pulls in the task whose model it applies
+    assert list(by_task) == ["gap_nonzero", "gap_all", "elastic", "qm9_orbitals",
+                             "transfer_jarvis"]
+    for name, r in by_task.items():
+        assert "error" not in r, (name, r.get("error"))
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["task"] for r in saved["results"]] == list(by_task)
+    md = (out / "results.md").read_text()
+    for name in by_task:
+        assert f"| {name} |" in md
+    assert "CGCNN 0.071" in md and "SchNet 0.063" in md
+    assert (out / "plots" / "elastic_parity_log10_K_VRH.png").is_file()
+
+
+def test_filters_and_split_restriction(smoke: tuple[dict, Path]) -> None:
+    by_task, _ = smoke
+    split = inputs.read_split(SPLITS / "mp_gap36k.json")
+    gaps = {r["id"]: r["properties"]["band_gap_eV"] for r in _records("mp_gap36k")}
+    want = {p: sum(gaps[i] > 0 for i in ids) for p, ids in split.items()}
+    assert by_task["gap_nonzero"]["n"] == want
+    assert by_task["gap_all"]["n"] == {p: len(ids) for p, ids in split.items()}
+
+
+def test_multi_target_with_missing_values_stays_finite(smoke: tuple[dict, Path]) -> None:
+    """Four G and one K values are non-positive -> missing; without the mask the loss is NaN."""
+    r = smoke[0]["elastic"]
+    assert r["dropped"] == {"log10_K_VRH_dropped_nonpositive": 1,
+                            "log10_G_VRH_dropped_nonpositive": 4}
+    history = json.loads((Path(r["run_dir"]) / "history.json").read_text())
+    assert all(math.isfinite(h["train_loss"]) for h in history)
+    for mode in ("tta", "no_tta"):
+        for target in ("log10_K_VRH", "log10_G_VRH"):
+            assert math.isfinite(r["test"][mode][target]["mae"])
+    qm9 = smoke[0]["qm9_orbitals"]["test"]["tta"]
+    assert set(qm9) == {"homo_eV", "lumo_eV", "gap_eV"}
+    assert all(math.isfinite(m["mae"]) for m in qm9.values())
+
+
+def test_transfer_scores_every_record(smoke: tuple[dict, Path]) -> None:
+    r = smoke[0]["transfer_jarvis"]
+    assert r["n"] == {"test": 10}
+    assert r["test"]["tta"]["band_gap_eV"]["n"] == 10
+    assert math.isfinite(r["test"]["tta"]["band_gap_eV"]["mae"])
+
+
+def test_rerun_reuses_stores_and_runs(smoke: tuple[dict, Path]) -> None:
+    _, out = smoke
+    best = out / "runs" / "elastic" / "best.safetensors"
+    before = best.stat().st_mtime_ns
+    results, _ = run_bench(_config(out, tasks=("elastic",)))
+    assert best.stat().st_mtime_ns == before
+    assert results[0]["test"] == smoke[0]["elastic"]["test"]
+
+
+def test_symmetry_task_rows(tmp_path: Path) -> None:
+    results, _ = run_bench(_config(tmp_path, tasks=("symmetry",), symmetry_structures=2,
+                                   symmetry_variants=1))
+    sym = results[-1]
+    assert "error" not in sym, sym.get("error")
+    assert len(sym["rows"]) == 7 * 2 * 2  # families x models x TTA modes
+    rot = [r for r in sym["rows"] if r["family"] == "rotation"]
+    assert all(r["max_std"] < 1e-5 for r in rot)  # rotation leaves the model's input unchanged
+    assert "## Symmetry study" in (tmp_path / "results.md").read_text()
+
+
+def test_failing_task_is_recorded_and_cli_exit_code(tmp_path: Path) -> None:
+    from fastgap.cli import main
+
+    argv = ["bench", "--tasks", "eform_4k", "--data-root", str(DATA), "--splits-dir",
+            str(SPLITS), "--out", str(tmp_path), "--backend", "reference"]
+    assert main(argv) == 1
+    saved = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert "data_root: no dataset file" in saved[0]["error"]
+    assert main(["bench", "--list"]) == 0
+
+
+def test_sample_ids_is_proportional_and_seeded() -> None:
+    parts = {"train": [f"a{i}" for i in range(80)], "val": [f"b{i}" for i in range(10)],
+             "test": [f"c{i}" for i in range(10)]}
+    got = inputs.sample_ids(parts, 20, np.random.default_rng(1))
+    assert sum(i[0] == "a" for i in got) == 16 and sum(i[0] == "b" for i in got) == 2
+    assert got == inputs.sample_ids(parts, 20, np.random.default_rng(1))
+    assert len(inputs.sample_ids(parts, 0, np.random.default_rng(1))) == 100
+
+
+def test_apply_derive_log10_and_counts() -> None:
+    from fastgap.data import synthetic_featurized
+
+    batch = synthetic_featurized(4, np.random.default_rng(0))
+    batch.properties["K"] = np.array([100.0, 0.0, -1.0, np.nan])
+    dropped = inputs.apply_derive(batch, [("logK", "log10", "K")])
+    np.testing.assert_array_equal(batch.properties["logK"], [2.0, np.nan, np.nan, np.nan])
+    assert dropped == {"logK_dropped_nonpositive": 2}
+    with pytest.raises(ValueError, match="derive: property 'G' not in the data"):
+        inputs.apply_derive(batch, [("logG", "log10", "G")])
+    with pytest.raises(ValueError, match="derive: expected op 'log10'"):
+        inputs.apply_derive(batch, [("lnK", "ln", "K")])
+
+
+def test_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="data_root: no dataset file"):
+        inputs.dataset_file(tmp_path, "nothing")
+    with pytest.raises(FileNotFoundError, match="split: no split file"):
+        inputs.read_split(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text('{"train": []}')
+    with pytest.raises(ValueError, match="split: expected keys"):
+        inputs.read_split(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="ids: 1 not found"):
+        inputs.read_structures_by_id(DATA / "jarvis_sample50" / "structures.jsonl.gz", ["x"])
+
+
+def test_config_and_task_validation() -> None:
+    with pytest.raises(ValueError, match="setting: expected one of"):
+        BenchConfig(setting="medium")
+    with pytest.raises(ValueError, match="workers: expected an int >= 0"):
+        BenchConfig(workers=-1)
+    with pytest.raises(ValueError, match="n_structures: expected an int >= -1"):
+        BenchConfig(n_structures=-2)
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        BenchConfig(backend="gpu")
+    with pytest.raises(ValueError, match="suite: expected one of"):
+        suite_tasks("huge")
+    with pytest.raises(ValueError, match="tasks: unknown"):
+        suite_tasks("default", ["gap_nonzero", "nope"])
+    with pytest.raises(ValueError, match="kind: expected one of"):
+        Task("t", "fit", "d", ("y",), "x")
+    with pytest.raises(ValueError, match="model_from: a transfer task needs"):
+        Task("t", "transfer", "d", ("y",), "x")
+    with pytest.raises(ValueError, match="derive: expected op 'log10'"):
+        Task("t", "train", "d", ("y",), "x", derive=(("y", "ln", "z"),))
+    with pytest.raises(ValueError, match="settings: expected entries"):
+        Task("t", "train", "d", ("y",), "x", settings={"fast": SETTINGS})  # type: ignore[dict-item]
+
+
+def test_default_suite_covers_the_published_targets() -> None:
+    tasks = {t.name: t for t in suite_tasks("default")}
+    assert tasks["eform_4k"].goals == {"formation_energy_eV_per_atom": 0.035}
+    assert tasks["elastic"].goals == {"log10_K_VRH": 0.06, "log10_G_VRH": 0.08}
+    assert tasks["qm9_orbitals"].goals == {"gap_eV": 0.10}
+    assert tasks["gap_nonzero"].max_z == 85 and tasks["gap_nonzero"].where == "band_gap_eV > 0"
+    values = {(r.model, r.value) for t in tasks.values() for r in t.references}
+    assert {("CGCNN", 0.039), ("MEGNet", 0.028), ("CGCNN", 0.388), ("MEGNet", 0.33),
+            ("SchNet", 0.063), ("MEGNet", 0.066)} <= values
