@@ -1,0 +1,249 @@
+"""Screening: order and ids, rejects, files vs store, bundles, objects, Parquet, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fastgap.ensemble import BUNDLE_FORMAT, combine, default_bundle_dir, load_bundle, pack_bundle
+from fastgap.features import FeaturizerConfig, featurize_structures
+from fastgap.model import ModelConfig
+from fastgap.predict import PredictConfig, predict, predict_to_file
+from fastgap.readers import read_structures
+from fastgap.train import TrainConfig, train
+
+DATA = Path(__file__).parent / "data" / "predict"
+EXAMPLES = Path(__file__).parents[1] / "fastgap" / "examples" / "cifs"
+CFG = PredictConfig(workers=0, progress=False, batch_size=16, chunk_size=7)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tiny band-gap regressors and a metal classifier, trained here (seconds)."""
+    root = tmp_path_factory.mktemp("models")
+    batch, _ = featurize_structures(read_structures([DATA / "mp100.jsonl"]), FeaturizerConfig())
+    small = ModelConfig(embed_dim=8, atom_hidden=8, struct_hidden=8, head_sizes=(8,))
+    runs = {}
+    for name, target, where, seed in (("gap0", "band_gap_eV", "band_gap_eV > 0", 0),
+                                      ("gap1", "band_gap_eV", "band_gap_eV > 0", 1),
+                                      ("metal", "is_metal", "", 0)):
+        cfg = TrainConfig(out=str(root / name), targets=[target], where=where, epochs=1,
+                          seed=seed, model=small, progress=False, compile="off", device="cpu",
+                          max_z=85, batch_size=32)
+        runs[name] = train(cfg, batch)
+    return pack_bundle(root / "bundle", [runs["gap0"], runs["gap1"]], [runs["metal"]],
+                       {"data": "tests/data/predict/mp100.jsonl"})
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_dir: Path):  # noqa: ANN201
+    return load_bundle(bundle_dir)
+
+
+def _cifs(n: int) -> list[Path]:
+    return sorted(EXAMPLES.glob("*.cif"))[:n]
+
+
+def test_unlabelled_files_keep_order_and_ids(bundle, tmp_path: Path) -> None:
+    files = _cifs(9)[::-1]  # not sorted: the output must follow the input order
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    df = predict([tmp_path / f.name for f in files], bundle, CFG)
+    assert list(df["id"]) == [f.stem for f in files]
+    assert list(df.columns) == ["id", "band_gap_eV", "p_metal", "band_gap_std_eV",
+                                "band_gap_regressor_eV"]
+    assert np.isfinite(df[["band_gap_eV", "p_metal", "band_gap_std_eV"]].to_numpy()).all()
+    assert (df["band_gap_eV"] >= 0).all()
+
+
+def test_combination_rule() -> None:
+    gaps = np.array([[1.0, -0.5, 2.0, 3.0], [3.0, -0.1, 2.0, 1.0]])  # (M=2, S=4)
+    p = np.array([[0.9, 0.1, 0.5, 0.2]])
+    cols = combine(gaps, p, 4)
+    np.testing.assert_allclose(cols["band_gap_eV"], [0.0, 0.0, 0.0, 2.0], rtol=0, atol=0)
+    np.testing.assert_allclose(cols["band_gap_regressor_eV"], [2.0, -0.3, 2.0, 2.0], atol=1e-12)
+    np.testing.assert_allclose(cols["band_gap_std_eV"], [1.0, 0.2, 0.0, 1.0], atol=1e-12)
+    alone = combine(gaps[:1], None, 4)  # no classifier: clipped regression, p_metal NaN
+    assert "band_gap_std_eV" not in alone and np.isnan(alone["p_metal"]).all()
+    np.testing.assert_allclose(alone["band_gap_eV"], [1.0, 0.0, 2.0, 3.0], atol=0)
+
+
+def test_mixed_good_and_bad_inputs(bundle, tmp_path: Path) -> None:
+    good = _cifs(3)
+    for f in good:
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "broken.cif").write_text("data_x\n_cell_length_a 3\n")
+    (tmp_path / "empty.cif").write_text("")
+    (tmp_path / "notes.txt").write_text("not a structure")
+    lines = [json.dumps({"id": "overlap", "lattice": np.eye(3).tolist(), "species": ["Na", "Cl"],
+                         "frac_coords": [[0, 0, 0], [0.01, 0, 0]]}),
+             json.dumps({"id": "uranium", "lattice": (np.eye(3) * 3).tolist(),
+                         "species": ["U"], "frac_coords": [[0, 0, 0]]})]
+    (tmp_path / "extra.jsonl").write_text("\n".join(lines) + "\n")
+    inputs = [tmp_path / "broken.cif", *[tmp_path / f.name for f in good],
+              tmp_path / "empty.cif", tmp_path / "notes.txt", tmp_path / "extra.jsonl"]
+    out = tmp_path / "preds.csv"
+    summary = predict_to_file(inputs, out, PredictConfig(model=bundle, **_cfg()))
+    df = pd.read_csv(out)
+    assert list(df["id"]) == [f.stem for f in good]
+    rejects = pd.read_csv(tmp_path / "preds.rejects.csv")
+    assert list(rejects.columns) == ["id", "source", "reason"]
+    assert sorted(rejects["id"]) == ["broken", "empty", "notes", "overlap", "uranium"]
+    reason = dict(zip(rejects["id"], rejects["reason"]))
+    assert "Z <= 85" in reason["uranium"] and "empty" in reason["empty"]
+    assert (summary.inputs, summary.predicted, summary.rejected) == (8, 3, 5)
+
+
+def _cfg() -> dict:
+    return {"workers": 0, "progress": False, "batch_size": 16, "chunk_size": 7}
+
+
+def test_files_and_store_give_the_same_numbers(bundle, tmp_path: Path) -> None:
+    from fastgap.featurize import FeaturizeConfig, featurize
+
+    featurize([DATA / "mp100.jsonl"], tmp_path / "store",
+              FeaturizeConfig(workers=0, progress=False, chunk_size=50))
+    from_files = predict([DATA / "mp100.jsonl"], bundle, CFG)
+    from_store = predict([tmp_path / "store"], bundle, CFG)
+    assert len(from_files) == 100
+    pd.testing.assert_frame_equal(from_files, from_store, check_exact=True)
+
+
+def test_worker_pool_matches_in_process(bundle, tmp_path: Path) -> None:
+    out = tmp_path / "preds.parquet"
+    predict_to_file([DATA / "mp100.jsonl"], out, PredictConfig(model=bundle, **{**_cfg(),
+                                                                            "workers": 1}))
+    pooled = pd.read_parquet(out)
+    local = predict([DATA / "mp100.jsonl"], bundle, CFG)
+    pd.testing.assert_frame_equal(pooled, local, check_exact=True)
+
+
+def test_parquet_and_csv_outputs_agree(bundle, tmp_path: Path) -> None:
+    inputs = [DATA / "mp100.jsonl"]
+    predict_to_file(inputs, tmp_path / "a.csv", PredictConfig(model=bundle, **_cfg()))
+    predict_to_file(inputs, tmp_path / "a.parquet", PredictConfig(model=bundle, **_cfg()))
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_parquet(tmp_path / "a.parquet")
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12, atol=0)
+    assert not (tmp_path / "a.parquet.partial").exists()
+
+
+def test_pymatgen_and_ase_objects(bundle) -> None:
+    from ase.io import read as ase_read
+    from pymatgen.core import Structure
+
+    path = EXAMPLES / "mp-149.cif"
+    ref = predict(path, bundle, CFG)
+    pmg = Structure.from_file(path)
+    pmg.properties["id"] = "mp-149"
+    atoms = ase_read(path)
+    atoms.info["id"] = "mp-149"
+    for obj in (pmg, atoms):
+        got = predict(obj, bundle, CFG)
+        assert list(got["id"]) == ["mp-149"]
+        np.testing.assert_allclose(got["band_gap_regressor_eV"], ref["band_gap_regressor_eV"],
+                                   rtol=0, atol=1e-5)
+
+
+def test_rejects_are_reported_in_python(bundle) -> None:
+    from pymatgen.core import Lattice, Structure
+
+    bad = Structure(Lattice.cubic(3.0), ["U"], [[0, 0, 0]])
+    with pytest.warns(UserWarning, match="1 input"):
+        df = predict([EXAMPLES / "mp-30.cif", bad], bundle, CFG)
+    assert list(df["id"]) == ["mp-30"]
+    assert df.attrs["rejects"][0]["id"] == "object-1"
+
+
+def test_duplicate_ids_rejected(bundle, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    shutil.copy(EXAMPLES / "mp-30.cif", tmp_path / "a" / "x.cif")
+    shutil.copy(EXAMPLES / "mp-149.cif", tmp_path / "x.cif")
+    with pytest.warns(UserWarning, match="duplicate id 'x'"):
+        df = predict([tmp_path / "a" / "x.cif", tmp_path / "x.cif"], bundle, CFG)
+    assert len(df) == 1
+
+
+def test_bundled_default_model_loads_offline() -> None:
+    if not (default_bundle_dir() / "card.json").is_file():
+        pytest.skip("no default model bundle committed yet (scripts/train_default_models.sh)")
+    bundle = load_bundle("default")
+    assert len(bundle.band_gap) >= 5 and bundle.metal
+    df = predict(EXAMPLES / "mp-149.cif", bundle, CFG)
+    assert df["band_gap_std_eV"].notna().all()
+
+
+def test_missing_default_bundle_is_a_clear_error(monkeypatch, tmp_path: Path) -> None:
+    import fastgap.ensemble as ensemble
+
+    monkeypatch.setattr(ensemble, "default_bundle_dir", lambda: tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match="default model bundle is not installed"):
+        load_bundle("default")
+
+
+def test_corrupted_model_file_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "model.safetensors"
+    data = (bundle_dir / "gap_0.safetensors").read_bytes()
+    bad.write_bytes(data[:8] + b"\x00garbage" + data[16:200])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_bundle(bad)
+
+
+def test_bundle_format_mismatch_names_both_versions(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(bundle_dir, tmp_path / "b")
+    card = json.loads((copy / "card.json").read_text())
+    card["bundle_format"] = BUNDLE_FORMAT + 1
+    (copy / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=rf"bundle format {BUNDLE_FORMAT + 1}.*reads bundle "
+                                         rf"format {BUNDLE_FORMAT}"):
+        load_bundle(copy)
+
+
+def test_checkpoint_format_mismatch_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    src = bundle_dir / "gap_0.safetensors"
+    with safe_open(str(src), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["fastgap"])
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    meta["format_version"] = 99
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"fastgap": json.dumps(meta)})
+    with pytest.raises(ValueError, match="format version 99"):
+        load_bundle(tmp_path / "old.safetensors")
+
+
+def test_card_member_with_wrong_target_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(bundle_dir, tmp_path / "b")
+    card = json.loads((copy / "card.json").read_text())
+    card["members"]["metal"] = ["gap_0.safetensors"]
+    (copy / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="do not predict 'is_metal'"):
+        load_bundle(copy)
+
+
+def test_bad_arguments(bundle, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="workers: expected an int >= 0"):
+        PredictConfig(workers=-1)
+    with pytest.raises(ValueError, match="batch_size: expected an int >= 1"):
+        PredictConfig(batch_size=0)
+    with pytest.raises(TypeError, match="model: expected 'default' or a path"):
+        load_bundle(3)
+    with pytest.raises(FileNotFoundError, match="model: expected 'default', a bundle"):
+        load_bundle(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="out: expected a .csv or .parquet path"):
+        predict_to_file([EXAMPLES / "mp-30.cif"], tmp_path / "p.txt",
+                        PredictConfig(model=bundle, **_cfg()))
+
+
+def test_store_with_other_k_refused(bundle, tmp_path: Path) -> None:
+    from fastgap.featurize import FeaturizeConfig, featurize
+
+    featurize([EXAMPLES / "mp-30.cif"], tmp_path / "s",
+              FeaturizeConfig(featurizer=FeaturizerConfig(k=12), workers=0, progress=False))
+    with pytest.raises(ValueError, match="k=12 neighbours, the model was trained with k=19"):
+        predict([tmp_path / "s"], bundle, CFG)
