@@ -1,0 +1,167 @@
+"""Model invariances (masks are data), configs, compile, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fastgap.checkpoint import FORMAT_VERSION, check_featurizer, load_model, save_model
+from fastgap.data import ALL_VARIANTS, StructureDataset, collate, synthetic_featurized
+from fastgap.model import FastGapModel, ModelConfig, predict_batch
+
+TINY = {"embed_dim": 8, "atom_hidden": 8, "struct_hidden": 8, "head_sizes": (8,)}
+CONFIGS = [
+    ModelConfig(**TINY),
+    ModelConfig(**TINY, bidirectional=True, layers=2, distance_encoding="rbf"),
+    ModelConfig(**TINY, pooling="attention"),
+    ModelConfig(**TINY, pooling="mean"),
+]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_featurized(24, np.random.default_rng(3), molecule_fraction=0.5)
+
+
+def _model(cfg: ModelConfig, seed: int = 0) -> FastGapModel:
+    torch.manual_seed(seed)
+    return FastGapModel(cfg).double().eval()
+
+
+def _collate(ds: StructureDataset, idx) -> object:
+    b = collate([ds[(i, ALL_VARIANTS)] for i in idx])
+    b.atom_distances = b.atom_distances.double()
+    return b
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.pooling}-{c.distance_encoding}")
+def test_alone_equals_in_batch(cfg: ModelConfig, data) -> None:
+    ds, model = StructureDataset(data), _model(cfg)
+    together = model(_collate(ds, range(10)))
+    alone = torch.cat([model(_collate(ds, [i])) for i in range(10)])
+    torch.testing.assert_close(alone, together, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.pooling}-{c.distance_encoding}")
+def test_gradients_do_not_cross_structures_or_reach_padding(cfg: ModelConfig, data) -> None:
+    ds, model = StructureDataset(data), _model(cfg)
+    b = _collate(ds, range(6))
+    b.atom_distances.requires_grad_(True)
+    model(b)[2].sum().backward()
+    grad = b.atom_distances.grad
+    rows = torch.repeat_interleave(torch.arange(6), torch.as_tensor(ds.n_atoms[:6]))
+    valid = torch.arange(20)[None, :] < b.atom_lengths[:, None]
+    assert (grad[rows != 2] == 0).all()
+    assert (grad[~valid] == 0).all()
+    assert grad[(rows == 2)[:, None] & valid].abs().sum() > 0
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.pooling}-{c.distance_encoding}")
+def test_garbage_in_padding_changes_nothing(cfg: ModelConfig, data) -> None:
+    ds, model = StructureDataset(data), _model(cfg)
+    b = _collate(ds, range(12))
+    ref = model(b)
+    pad = torch.arange(20)[None, :] >= b.atom_lengths[:, None]
+    assert pad.any()
+    b.atom_numbers[pad] = 999  # outside the embedding
+    b.atom_distances[pad] = float("nan")
+    seq_pad = torch.arange(b.seq_atoms.shape[1])[None, :] >= b.seq_lengths[:, None]
+    b.seq_atoms[seq_pad] = 1
+    torch.testing.assert_close(model(b), ref, rtol=0, atol=0)
+
+
+def test_default_is_the_design() -> None:
+    cfg = ModelConfig()
+    assert (cfg.distance_encoding, cfg.pooling, cfg.bidirectional) == ("inverse", "lstm", False)
+    model = _model(cfg)
+    numbers = torch.tensor([[6, 8]])
+    dist = torch.tensor([[0.0, 2.0]], dtype=torch.float64)
+    vec = model.entry_vectors(numbers, dist, torch.tensor([2]))
+    emb = model.embed(numbers)
+    torch.testing.assert_close(vec[0, 0], emb[0, 0], rtol=0, atol=0)  # centre: 1 / Å
+    torch.testing.assert_close(vec[0, 1], emb[0, 1] / 2.0, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [("embed_dim", 0, "embed_dim: expected an integer >= 1"),
+     ("distance_encoding", "cosine", "distance_encoding: expected one of"),
+     ("pooling", "max", "pooling: expected one of"),
+     ("dropout", 1.0, r"dropout: expected a number in \[0, 1\)")],
+)
+def test_model_config_validation(field: str, value, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**{field: value})
+
+
+def test_model_config_rejects_unknown_fields() -> None:
+    with pytest.raises(ValueError, match="unknown fields"):
+        ModelConfig.from_dict({"hidden": 3})
+
+
+def test_predictions_do_not_depend_on_batch_size(data) -> None:
+    model = FastGapModel(ModelConfig(**TINY))
+    a = predict_batch(model, data, tta=True, batch_size=5)
+    b = predict_batch(model, data, tta=True, batch_size=100)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)  # float32 BLAS blocking differs
+
+
+def test_predict_batch_validation(data) -> None:
+    with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):
+        predict_batch("model", data)
+    with pytest.raises(ValueError, match="batch_size: expected an integer >= 1"):
+        predict_batch(FastGapModel(ModelConfig(**TINY)), data, batch_size=0)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("FASTGAP_TEST_COMPILE"),
+    reason="torch.compile of the LSTMs takes about a minute on 2 CPU cores; "
+    "set FASTGAP_TEST_COMPILE=1 to run",
+)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_compiled_equals_eager(data) -> None:
+    model = _model(ModelConfig(**TINY, pooling="mean")).float()
+    b = collate([StructureDataset(data)[(i, ALL_VARIANTS)] for i in range(6)])
+    compiled = torch.compile(model, dynamic=True)
+    with torch.no_grad():
+        # tolerance: compiled kernels may reorder float32 sums
+        torch.testing.assert_close(compiled(b), model(b), rtol=1e-5, atol=1e-6)
+
+
+def test_save_load_gives_identical_predictions(tmp_path, data) -> None:
+    model = FastGapModel(ModelConfig(**TINY, bidirectional=True))
+    model.target_mean.fill_(1.5)
+    model.target_std.fill_(0.7)
+    path = save_model(model, tmp_path / "m.safetensors", targets=["band_gap_eV"],
+                      featurizer={"k": 19})
+    loaded, meta = load_model(path, featurizer={"k": 19})
+    assert meta["format_version"] == FORMAT_VERSION and meta["targets"] == ["band_gap_eV"]
+    np.testing.assert_array_equal(predict_batch(loaded, data), predict_batch(model, data))
+
+
+def test_checkpoint_errors(tmp_path) -> None:
+    model = FastGapModel(ModelConfig(**TINY))
+    path = save_model(model, tmp_path / "m.safetensors", targets=["x"], featurizer={"k": 19})
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_model(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_model(bad)
+    with pytest.raises(ValueError, match="trained with k=19 neighbours, the data has k=12"):
+        load_model(path, featurizer={"k": 12})
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ValueError, match="has no fastgap metadata"):
+        load_model(tmp_path / "plain.safetensors")
+    old = tmp_path / "old.safetensors"
+    save_file({"w": torch.zeros(1)}, str(old), metadata={"fastgap": '{"format_version": 0}'})
+    with pytest.raises(ValueError, match=f"format version 0 .* reads format version {FORMAT_VERSION}"):
+        load_model(old)
+    check_featurizer({"featurizer": {"k": 5}}, {"k": 5})
+    assert dataclasses.is_dataclass(model.config)

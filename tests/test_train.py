@@ -1,0 +1,167 @@
+"""Training: targets, filters, splits, loss masking, overfit, resume, CLI, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fastgap.data import synthetic_featurized
+from fastgap.model import FastGapModel, ModelConfig
+from fastgap.train import TrainConfig, train
+from fastgap.training.targets import make_split, masked_loss, parse_where, select_structures
+
+TINY = ModelConfig(embed_dim=8, atom_hidden=16, struct_hidden=16, head_sizes=(16,))
+
+
+def _data(n: int = 60, seed: int = 0):
+    return synthetic_featurized(n, np.random.default_rng(seed), max_atoms=6)
+
+
+def _config(tmp_path, **kw) -> TrainConfig:
+    base = {"out": str(tmp_path / "run"), "epochs": 2, "batch_size": 8, "progress": False,
+            "model": TINY, "threads": 1}
+    return TrainConfig(**{**base, **kw})
+
+
+def test_parse_where() -> None:
+    assert parse_where("band_gap_eV > 0 and x <= -1.5e1") == [
+        ("band_gap_eV", ">", 0.0), ("x", "<=", -15.0)]
+    assert parse_where("  ") == []
+    with pytest.raises(ValueError, match="expected 'name op number"):
+        parse_where("band_gap_eV > 0; import os")
+    with pytest.raises(TypeError, match="where: expected a string"):
+        parse_where(3)
+
+
+def test_select_structures_filters_and_max_z() -> None:
+    cols = {"g": np.array([0.0, 1.0, np.nan, 2.0])}
+    zmax = np.array([10, 90, 3, 20])
+    assert select_structures(cols, "g > 0", zmax, 85).tolist() == [False, False, False, True]
+    with pytest.raises(ValueError, match="unknown property 'h'"):
+        select_structures(cols, "h > 0", zmax, None)
+    with pytest.raises(ValueError, match="max_z: expected an integer in 1..118"):
+        select_structures(cols, "", zmax, 200)
+
+
+def test_split_random_and_from_file(tmp_path) -> None:
+    ids = np.array([f"s{i}" for i in range(10)], dtype=object)
+    s = make_split(ids, np.arange(10), fractions=(0.8, 0.1, 0.1), seed=0)
+    assert sorted(np.concatenate(list(s.values())).tolist()) == list(range(10))
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"train": ["s1", "s2", "zz"], "val": ["s3"], "test": ["s4"]}))
+    s = make_split(ids, np.array([1, 3, 4]), fractions=(1, 0, 0), seed=0, split_file=path)
+    assert [s[k].tolist() for k in ("train", "val", "test")] == [[1], [3], [4]]
+    with pytest.raises(ValueError, match="three non-negative fractions summing to 1"):
+        make_split(ids, np.arange(10), fractions=(0.5, 0.1, 0.1), seed=0)
+    path.write_text(json.dumps({"train": []}))
+    with pytest.raises(ValueError, match=r"missing \['test', 'val'\]"):
+        make_split(ids, np.arange(10), fractions=(1, 0, 0), seed=0, split_file=path)
+
+
+def test_masked_loss_ignores_nan_targets() -> None:
+    model = FastGapModel(ModelConfig(n_outputs=2))
+    out = torch.tensor([[0.0, 0.0], [1.0, 5.0]])
+    targets = torch.tensor([[1.0, float("nan")], [1.0, 1.0]])
+    loss = masked_loss(out, targets, model)
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss, torch.tensor((0.5 + 4.0) / 2), rtol=0, atol=1e-6)
+    model.target_is_class[1] = True  # BCE column: only the valid entry counts
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(5.0), torch.tensor(1.0))
+    torch.testing.assert_close(masked_loss(out, targets, model), (0.5 + bce) / 2, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"targets": []}, "targets: expected at least one"),
+     ({"epochs": 0}, "epochs: expected an integer >= 1"),
+     ({"device": "tpu"}, "device: expected 'auto', 'cpu' or 'cuda'"),
+     ({"compile": "maybe"}, "compile: expected 'auto', 'on' or 'off'"),
+     ({"amp": "on", "device": "cpu"}, "amp: 'on' needs a CUDA device"),
+     ({"schedule": "step"}, "schedule: expected 'cosine' or 'constant'"),
+     ({"where": "band_gap_eV > 100"}, "train and val must be non-empty"),
+     ({"store": ""}, "store: expected the path of a feature store")],
+)
+def test_config_validation(tmp_path, kwargs: dict, match: str) -> None:
+    data = None if "store" in kwargs else _data()
+    with pytest.raises(ValueError, match=match):
+        train(_config(tmp_path, **kwargs), data)
+
+
+def test_model_max_z_must_cover_the_data(tmp_path) -> None:
+    small = ModelConfig(**{**TINY.to_dict(), "max_z": 10})
+    with pytest.raises(ValueError, match="the model embeds up to 10"):
+        train(_config(tmp_path, model=small), _data())
+
+
+def test_toml_config(tmp_path) -> None:
+    path = tmp_path / "cfg.toml"
+    path.write_text('epochs = 3\nwhere = "band_gap_eV > 0"\n[model]\natom_hidden = 12\n')
+    cfg = TrainConfig.from_toml(path, epochs=5)
+    assert (cfg.epochs, cfg.where, cfg.model.atom_hidden) == (5, "band_gap_eV > 0", 12)
+    path.write_text("epochz = 3\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['epochz'\]"):
+        TrainConfig.from_toml(path)
+
+
+def test_overfits_a_tiny_set(tmp_path) -> None:
+    data = _data(16)
+    cfg = _config(tmp_path, epochs=150, batch_size=16, lr=1e-2, split=(0.5, 0.5, 0.0),
+                  patience=999, augment=False, model=ModelConfig(**{**TINY.to_dict(), "head_sizes": (32,)}))
+    out = train(cfg, data)
+    hist = json.loads((out / "history.json").read_text())
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"] / 10
+
+
+def test_resume_equals_straight_through(tmp_path) -> None:
+    data = _data()
+    straight = train(_config(tmp_path, out=str(tmp_path / "a"), epochs=4), data)
+    first = _config(tmp_path, out=str(tmp_path / "b"), epochs=4, stop_after_epochs=2)
+    train(first, data)
+    resumed = train(_config(tmp_path, out=str(tmp_path / "b"), epochs=4, resume=True), data)
+    a = json.loads((straight / "history.json").read_text())
+    b = json.loads((resumed / "history.json").read_text())
+    assert len(a) == len(b) == 4
+    assert a == b
+    assert (straight / "metrics.json").read_text() == (resumed / "metrics.json").read_text()
+
+
+def test_run_directory_and_multi_target(tmp_path) -> None:
+    out = train(_config(tmp_path, targets=["band_gap_eV", "is_metal"]), _data())
+    for name in ("config.json", "split.json", "best.safetensors", "last_state.pt",
+                 "metrics.json", "curves.png", "parity_band_gap_eV.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"tta", "no_tta"}
+    assert set(metrics["test"]["tta"]["is_metal"]) == {"n", "accuracy", "roc_auc"}
+    assert set(metrics["val"]["no_tta"]["band_gap_eV"]) == {"n", "mae", "rmse", "r2"}
+    split = json.loads((out / "split.json").read_text())
+    assert sum(len(v) for v in split.values()) == 60
+
+
+def test_end_to_end_store_cli_reload(tmp_path) -> None:
+    from fastgap.checkpoint import load_model
+    from fastgap.cli import main
+    from fastgap.features import FeaturizerConfig
+    from fastgap.model import predict_batch
+    from fastgap.store import Store
+
+    data = _data()
+    store = Store.create(tmp_path / "s.zarr", FeaturizerConfig(k=19))
+    store.append(data)
+    out = tmp_path / "cli"
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text("threads = 1\nbatch_size = 8\n[model]\nembed_dim = 8\natom_hidden = 8\n"
+                   "struct_hidden = 8\nhead_sizes = [8]\n")
+    rc = main(["train", "--store", str(tmp_path / "s.zarr"), "--target", "band_gap_eV",
+               "--out", str(out), "--epochs", "2", "--config", str(cfg), "--where",
+               "band_gap_eV > 0", "--max-z", "85", "--no-progress"])
+    assert rc == 0
+    model, meta = load_model(out / "best.safetensors", featurizer={"k": 19})
+    assert meta["featurizer"]["k"] == 19 and meta["train_config"]["where"] == "band_gap_eV > 0"
+    loaded = Store.open(tmp_path / "s.zarr").load()
+    first = predict_batch(model, loaded, tta=True)
+    again, _ = load_model(out / "best.safetensors")
+    np.testing.assert_array_equal(predict_batch(again, loaded, tta=True), first)
