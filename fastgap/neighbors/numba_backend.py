@@ -118,13 +118,15 @@ def _order(count, k, periodic, radius, tie_tol, numbers, cand_d, cand_j, cand_im
     """Contract order of the candidates; returns (order, n_valid), n_valid = -1 if the tie
     group holding the k-th entry is not closed inside the radius."""
     order = np.argsort(cand_d[:count])
+    if periodic and count < k:
+        return order, -1
     n_valid = min(count, k)
     if n_valid == 0:
         return order, 0
     end = n_valid - 1  # last position of the tie group holding entry n_valid - 1
     while end + 1 < count and cand_d[order[end + 1]] - cand_d[order[end]] <= tie_tol:
         end += 1
-    if periodic and (count < k or (end == count - 1 and cand_d[order[end]] + tie_tol >= radius)):
+    if periodic and end == count - 1 and cand_d[order[end]] + tie_tol >= radius:
         return order, -1
     start = 0
     for m in range(1, end + 2):

@@ -23,7 +23,8 @@ def _image_offsets(lattice: np.ndarray, pbc: np.ndarray, radius: float) -> np.nd
     """All integer offsets (M, 3) that can hold a neighbour within ``radius`` of any atom."""
     # |fractional component a| <= |cart| * |column a of L^-1| = |cart| / interplanar spacing a
     inv_col_norms = np.linalg.norm(np.linalg.inv(lattice), axis=0)
-    reach = np.where(pbc, np.ceil(radius * inv_col_norms).astype(np.int64) + 1, 0)
+    # wrapped coordinates differ by less than 1, so |n_a| < radius * inv_col_norms[a] + 1
+    reach = np.where(pbc, np.floor(radius * inv_col_norms).astype(np.int64) + 1, 0)
     axes = [np.arange(-r, r + 1) for r in reach]
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
@@ -37,8 +38,11 @@ def _atom_list(i: int, lattice: np.ndarray, wrapped: np.ndarray, shift: np.ndarr
     n_atoms = wrapped.shape[0]
     j = np.repeat(np.arange(n_atoms), offsets.shape[0])  # (N*M,)
     img = np.tile(offsets, (n_atoms, 1))  # (N*M, 3)
-    frac_delta = wrapped[j] + img - wrapped[i]
-    dist = np.linalg.norm(frac_delta @ lattice, axis=1)
+    frac_delta = (wrapped[j] - wrapped[i]) + img
+    # cartesian components summed in a fixed order so every backend rounds alike
+    cart = [frac_delta[:, 0] * lattice[0, c] + frac_delta[:, 1] * lattice[1, c]
+            + frac_delta[:, 2] * lattice[2, c] for c in range(3)]
+    dist = np.sqrt(cart[0] * cart[0] + cart[1] * cart[1] + cart[2] * cart[2])
     keep = ~((j == i) & (img == 0).all(axis=1))
     if periodic:
         keep &= dist <= radius
