@@ -143,7 +143,7 @@ def _check_values(lattices: np.ndarray, frac: np.ndarray, numbers: np.ndarray,
     if periodic.any():
         det = np.abs(np.linalg.det(lattices))
         scale = np.prod(np.linalg.norm(lattices, axis=2), axis=1)
-        bad = periodic & ~(det >= SINGULAR_RTOL * scale)
+        bad = periodic & ~(det > SINGULAR_RTOL * scale)  # a zero row has scale 0
         if bad.any():
             s = int(np.flatnonzero(bad)[0])
             raise ValueError(
