@@ -108,9 +108,11 @@ def test_failing_task_is_recorded_and_cli_exit_code(tmp_path: Path) -> None:
     from fastgap.cli import main
 
     argv = ["bench", "--tasks", "eform_4k", "--data-root", str(DATA), "--splits-dir",
-            str(SPLITS), "--out", str(tmp_path), "--backend", "reference"]
+            str(SPLITS), "--out", str(tmp_path), "--backend", "reference",
+            "--results-dir", str(tmp_path / "res")]
     assert main(argv) == 1
-    saved = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert not (tmp_path / "results.json").exists()
+    saved = json.loads((tmp_path / "res" / "results.json").read_text())["results"]
     assert "data_root: no dataset file" in saved[0]["error"]
     assert main(["bench", "--list"]) == 0
 

@@ -5,8 +5,8 @@ Output directory layout::
     <out>/inputs/        sampled JSON-lines subsets (fast setting)
     <out>/stores/        cached feature stores (reused when complete)
     <out>/runs/<task>/   training runs (`fastgap.train` run directories)
-    <out>/plots/         parity PNGs, one per task and target
-    <out>/results.json, <out>/results.md
+    <results>/plots/     parity PNGs, one per task and target
+    <results>/results.json, <results>/results.md    (<results> = results_dir or out)
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class BenchConfig:
         data_root: folder holding ``<dataset>/structures.jsonl.gz``.
         splits_dir: folder holding the split files.
         out: output directory (caches stores and runs; reruns reuse them).
+        results_dir: where results.md, results.json and plots/ go ("" = ``out``).
         backend: neighbour-list backend for featurizing.
         workers: featurization worker processes (0 = in process).
         threads: torch CPU threads (0 = torch's default).
@@ -57,6 +58,7 @@ class BenchConfig:
     data_root: str = "../shared/data"
     splits_dir: str = "benchmarks/splits"
     out: str = "bench_out"
+    results_dir: str = ""
     backend: str = "auto"
     workers: int = 0
     threads: int = 2
@@ -87,6 +89,7 @@ class Context:
     def __init__(self, config: BenchConfig) -> None:
         self.config = config
         self.out = Path(config.out)
+        self.results_dir = Path(config.results_dir or config.out)
         self.featurizer = FeaturizerConfig(backend=config.backend)
         self.results: dict[str, dict[str, Any]] = {}
 
@@ -153,13 +156,13 @@ def fit(ctx: Context, task: Task, run_name: str, **extra: Any) -> tuple[Path, di
 
 
 def _copy_plots(ctx: Context, run_dir: Path, task: str) -> list[str]:
-    plots = ctx.out / "plots"
+    plots = ctx.results_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     out = []
     for png in sorted(run_dir.glob("parity_*.png")):
         dest = plots / f"{task}_{png.name}"
         shutil.copyfile(png, dest)
-        out.append(str(dest.relative_to(ctx.out)))
+        out.append(str(dest.relative_to(ctx.results_dir)))
     return out
 
 
@@ -200,7 +203,7 @@ def run_transfer_task(ctx: Context, task: Task) -> dict[str, Any]:
     batch = inputs.load_store(store)
     result: dict[str, Any] = {"store": info, "input": str(data), "n": {"test": batch.n_structures},
                               "test": {}, "plots": []}
-    (ctx.out / "plots").mkdir(parents=True, exist_ok=True)
+    (ctx.results_dir / "plots").mkdir(parents=True, exist_ok=True)
     for mode, tta in (("tta", True), ("no_tta", False)):
         pred = predict_batch(model, batch, tta=tta)
         result["test"][mode] = {}
@@ -211,9 +214,9 @@ def run_transfer_task(ctx: Context, task: Task) -> dict[str, Any]:
             nonzero = np.where(true > 0, true, np.nan)
             result["test"][mode][f"{name} (true > 0)"] = regression_metrics(nonzero, pred[:, j])
             if tta:
-                png = ctx.out / "plots" / f"{task.name}_parity_{name}.png"
+                png = ctx.results_dir / "plots" / f"{task.name}_parity_{name}.png"
                 plot_parity(true, pred[:, j], name, png)
-                result["plots"].append(str(png.relative_to(ctx.out)))
+                result["plots"].append(str(png.relative_to(ctx.results_dir)))
     return result
 
 
@@ -282,5 +285,6 @@ def run_suite(config: BenchConfig | None = None) -> tuple[list[dict[str, Any]], 
     config = config or BenchConfig()
     tasks = suite_tasks(config.suite, list(config.tasks) or None)
     results = run_tasks(config, tasks)
-    write_results(results, config, Path(config.out))
-    return results, Path(config.out)
+    out = Path(config.results_dir or config.out)
+    write_results(results, config, out)
+    return results, out

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with <dataset>/structures.jsonl.gz")
     parser.add_argument("--splits-dir", default="benchmarks/splits", help="split files")
     parser.add_argument("--out", default="bench_out", help="output directory (caches reused)")
+    parser.add_argument("--results-dir", default="",
+                        help="where results.md, results.json and plots/ go (default: --out)")
     parser.add_argument("--backend", default="auto", help="neighbour-list backend")
     parser.add_argument("--workers", type=int, default=0, help="featurization processes")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     config = BenchConfig(
         suite=args.suite, tasks=tasks, setting=args.setting, data_root=args.data_root,
-        splits_dir=args.splits_dir, out=args.out, backend=args.backend, workers=args.workers,
+        splits_dir=args.splits_dir, out=args.out, results_dir=args.results_dir,
+        backend=args.backend, workers=args.workers,
         threads=args.threads, device=args.device, seed=args.seed,
         n_structures=args.n_structures, epochs=args.epochs,
         symmetry_structures=args.symmetry_structures,
