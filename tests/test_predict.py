@@ -19,7 +19,7 @@ from fastgap.train import TrainConfig, train
 
 DATA = Path(__file__).parent / "data" / "predict"
 EXAMPLES = Path(__file__).parents[1] / "fastgap" / "examples" / "cifs"
-CFG = PredictConfig(workers=0, progress=False, batch_size=16, chunk_size=7)
+CFG = PredictConfig(workers=0, progress=False, batch_size=64, chunk_size=40)
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +100,7 @@ def test_mixed_good_and_bad_inputs(bundle, tmp_path: Path) -> None:
 
 
 def _cfg() -> dict:
-    return {"workers": 0, "progress": False, "batch_size": 16, "chunk_size": 7}
+    return {"workers": 0, "progress": False, "batch_size": 64, "chunk_size": 40}
 
 
 def test_files_and_store_give_the_same_numbers(bundle, tmp_path: Path) -> None:
