@@ -210,15 +210,27 @@ void Worker::brute_force_candidates(int32_t i) {
   }
 }
 
-// Offsets m with lo <= d0 + m * step <= hi; on a non-periodic axis only m = 0 if allowed.
-inline bool offset_range(bool periodic, double d0, double step, double r, int64_t& lo,
+// floor/ceil without a libm call (the portable x86-64 baseline has no round instruction);
+// arguments are bounded by the search radius over a lattice spacing.
+inline int64_t fast_floor(double x) {
+  int64_t i = static_cast<int64_t>(x);
+  return i - (static_cast<double>(i) > x);
+}
+inline int64_t fast_ceil(double x) {
+  int64_t i = static_cast<int64_t>(x);
+  return i + (static_cast<double>(i) < x);
+}
+
+// Offsets m with |d0 + m * step| <= r (inv_step = 1 / step); on a non-periodic axis only
+// m = 0, if allowed.
+inline bool offset_range(bool periodic, double d0, double inv_step, double r, int64_t& lo,
                          int64_t& hi) {
   if (!periodic) {
     lo = hi = 0;
     return std::fabs(d0) <= r;
   }
-  lo = static_cast<int64_t>(std::ceil((-r - d0) / step));
-  hi = static_cast<int64_t>(std::floor((r - d0) / step));
+  lo = fast_ceil((-r - d0) * inv_step);
+  hi = fast_floor((r - d0) * inv_step);
   return lo <= hi;
 }
 
@@ -227,6 +239,7 @@ void Worker::sphere_candidates(int32_t i, double radius) {
   const double ax = tri_[0], bx = tri_[1], by = tri_[2], cx = tri_[3], cy = tri_[4],
                cz = tri_[5];
   const double r2 = radius * radius;
+  const double inv_ax = 1.0 / ax, inv_by = 1.0 / by;
   const double* fi = &fw_[3 * i];
   const double xi = fi[0] * ax + fi[1] * bx + fi[2] * cx;
   const double yi = fi[1] * by + fi[2] * cy;
@@ -251,7 +264,7 @@ void Worker::sphere_candidates(int32_t i, double radius) {
       if (rem < 0.0) continue;
       const double dy0 = p[1] - yi + nc * cy;
       int64_t nb_lo, nb_hi;
-      if (!offset_range(pbc_[1], dy0, by, std::sqrt(rem), nb_lo, nb_hi)) continue;
+      if (!offset_range(pbc_[1], dy0, inv_by, std::sqrt(rem), nb_lo, nb_hi)) continue;
       const int32_t j = order_[t];
       rows += nb_hi - nb_lo + 1;
       for (int64_t nb = nb_lo; nb <= nb_hi; ++nb) {
@@ -260,7 +273,7 @@ void Worker::sphere_candidates(int32_t i, double radius) {
         if (rem2 < 0.0) continue;
         const double dx0 = p[0] - xi + nc * cx + nb * bx;
         int64_t na_lo, na_hi;
-        if (!offset_range(pbc_[0], dx0, ax, std::sqrt(rem2), na_lo, na_hi)) continue;
+        if (!offset_range(pbc_[0], dx0, inv_ax, std::sqrt(rem2), na_lo, na_hi)) continue;
         for (int64_t na = na_lo; na <= na_hi; ++na) {
           const double dx = dx0 + na * ax;
           const double d2 = dx * dx + dy * dy + dz * dz;
