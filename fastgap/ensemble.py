@@ -227,3 +227,33 @@ def pack_bundle(
     (out / CARD_NAME).write_text(json.dumps(full, indent=2) + "\n")
     load_bundle(out)  # refuse to leave a bundle behind that would not load
     return out
+
+
+def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any]) -> Path:
+    """Store ``metrics`` in the bundle's card.json and (re)write MODEL_CARD.md from it."""
+    bundle_dir = Path(bundle_dir)
+    card = json.loads((bundle_dir / CARD_NAME).read_text())
+    card["metrics"] = metrics
+    (bundle_dir / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    lines = [
+        f"# {card.get('name', 'fastgap model bundle')}", "",
+        f"fastgap {card['fastgap_version']}, bundle format {card['bundle_format']}, "
+        f"trained {card.get('date', '?')}.", "",
+        "## Members", "",
+        *[f"- {role}: {', '.join(names)}" for role, names in card["members"].items()], "",
+        "## Data and split", "",
+        f"- data: {json.dumps(card.get('data', {}))}",
+        f"- split: {json.dumps(card.get('split', {}))}",
+        f"- filters: {json.dumps(card.get('filters', {}))}", "",
+        "## Combination rule", "",
+        "`band_gap_eV` is 0.0 where `p_metal >= 0.5` (mean of the classifiers' probability "
+        "that the DFT gap is 0), else the mean of the regressors clipped at 0. "
+        "`band_gap_std_eV` is the standard deviation (ddof=0) of the regressors; it does "
+        "not include the classifier's uncertainty. The regressors never saw metals.", "",
+        "## Metrics", "",
+        "```json", json.dumps(metrics, indent=2), "```", "",
+        "## Reproduce", "", f"`{card.get('command', '?')}`", "",
+    ]
+    path = bundle_dir / "MODEL_CARD.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,142 @@
+"""Evaluate a screening bundle on the fixed mp_gap36k test split.
+
+Reports the metal classifier's ROC-AUC and accuracy, the regression MAE on non-zero gaps,
+the screening MAE over all test structures (metals included, combination rule applied) and
+the calibration of the ensemble std (fraction of regression errors within 1 and 2 std on
+non-zero gaps). Writes ``metrics.json`` and ``parity.png`` into ``--out``; with ``--card``
+the metrics go into the bundle's card.json and MODEL_CARD.md; with ``--results`` into the
+screening-accuracy block of benchmarks/RESULTS.md.
+
+    python scripts/evaluate_screening.py --model fastgap/models/default \
+        --store runs/default_models/store --split benchmarks/splits/mp_gap36k.json \
+        --out runs/default_models/evaluation --card --results benchmarks/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+BLOCK = "screening-accuracy"
+
+
+def test_batch(store_path: str, split_path: str, max_z: int):  # noqa: ANN201
+    """The test-split structures of the store with every element Z <= ``max_z``."""
+    from fastgap.store import Store
+
+    store = Store.open(store_path)
+    test = set(json.loads(Path(split_path).read_text())["test"])
+    idx = np.flatnonzero([i in test for i in store.ids])
+    batch = store.load(idx)
+    zmax = np.maximum.reduceat(batch.numbers.astype(np.int64), batch.atom_ptr[:-1])
+    return batch.select(zmax <= max_z), int((zmax > max_z).sum())
+
+
+def screening_metrics(true: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, float]:
+    """Metrics of predicted columns against DFT gaps ``true`` (S,) in eV."""
+    from fastgap.metrics import classification_metrics, regression_metrics
+
+    gapped = true > 0
+    out: dict[str, float] = {"n_test": int(len(true)), "n_nonzero": int(gapped.sum())}
+    if np.isfinite(cols["p_metal"]).all():
+        cls = classification_metrics((~gapped).astype(float), cols["p_metal"])
+        out.update(metal_roc_auc=cls["roc_auc"], metal_accuracy=cls["accuracy"])
+    reg = cols["band_gap_regressor_eV"]
+    out["regression_mae_nonzero_eV"] = regression_metrics(true[gapped], reg[gapped])["mae"]
+    out["screening_mae_all_eV"] = regression_metrics(true, cols["band_gap_eV"])["mae"]
+    out["screening_mae_nonzero_eV"] = float(np.abs(cols["band_gap_eV"] - true)[gapped].mean())
+    out["screening_mae_metals_eV"] = float(np.abs(cols["band_gap_eV"][~gapped]).mean())
+    if "band_gap_std_eV" in cols:
+        err = np.abs(reg - true)[gapped]
+        std = cols["band_gap_std_eV"][gapped]
+        out["within_1std"] = float((err <= std).mean())
+        out["within_2std"] = float((err <= 2 * std).mean())
+        out["mean_std_eV"] = float(std.mean())
+    return out
+
+
+def plot(true: np.ndarray, cols: dict[str, np.ndarray], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    sc = ax.scatter(true, cols["band_gap_eV"], s=3, c=cols["p_metal"], cmap="coolwarm",
+                    vmin=0, vmax=1, alpha=0.6)
+    hi = float(max(true.max(), cols["band_gap_eV"].max()))
+    ax.plot([0, hi], [0, hi], color="k", lw=0.8)
+    ax.set_xlabel("DFT band gap (eV)")
+    ax.set_ylabel("predicted band gap (eV)")
+    ax.set_title(f"test split: MAE {np.abs(cols['band_gap_eV'] - true).mean():.3f} eV")
+    fig.colorbar(sc, ax=ax, label="p_metal")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def markdown(metrics: dict[str, float], card: dict, command: str) -> str:
+    rows = [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+            for k, v in metrics.items()]
+    return "\n".join([
+        f"Bundle: {card.get('name', '?')}, trained {card.get('date', '?')} with "
+        f"`{card.get('command', '?')}`; data {card.get('data', {}).get('path', '?')}, split "
+        f"{card.get('split', {}).get('path', '?')}.", "", f"Command: `{command}`", "",
+        "| metric (test split) | value |", "|---|---|", *rows,
+    ])
+
+
+def update_block(path: Path, key: str, text: str, heading: str = "## Screening") -> None:
+    """Replace the ``<!-- key -->`` block under ``heading`` (created if missing)."""
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    body = path.read_text() if path.exists() else ""
+    block = f"{start}\n{text}\n{end}"
+    if start in body:
+        head, rest = body.split(start, 1)
+        body = head + block + rest.split(end, 1)[1]
+    elif heading in body:
+        head, rest = body.split(heading, 1)
+        body = head + heading + "\n\n" + block + "\n" + rest
+    else:
+        body = body.rstrip() + f"\n\n{heading}\n\n{block}\n"
+    path.write_text(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="default")
+    p.add_argument("--store", required=True, help="featurized mp_gap36k store")
+    p.add_argument("--split", default="benchmarks/splits/mp_gap36k.json")
+    p.add_argument("--out", required=True, help="directory for metrics.json and parity.png")
+    p.add_argument("--max-z", type=int, default=85)
+    p.add_argument("--no-tta", action="store_true")
+    p.add_argument("--card", action="store_true", help="write metrics into the bundle's card")
+    p.add_argument("--results", default=None, help="RESULTS.md to update")
+    args = p.parse_args(argv)
+    from fastgap.ensemble import load_bundle, write_model_card
+    from fastgap.predict import predict_featurized
+
+    bundle = load_bundle(args.model)
+    batch, dropped = test_batch(args.store, args.split, args.max_z)
+    cols = predict_featurized(bundle, batch, tta=not args.no_tta, batch_size=256)
+    metrics = screening_metrics(batch.properties["band_gap_eV"], cols)
+    metrics["dropped_z_above_max"] = dropped
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot(batch.properties["band_gap_eV"], cols, out / "parity.png")
+    print(json.dumps(metrics, indent=2))
+    if args.card:
+        write_model_card(Path(bundle.source), {"test_split": metrics, "tta": not args.no_tta})
+    if args.results:
+        command = "python scripts/evaluate_screening.py " + " ".join(argv or __import__("sys").argv[1:])
+        update_block(Path(args.results), BLOCK, markdown(metrics, bundle.card, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
