@@ -222,7 +222,9 @@ def machine_line() -> str:
     versions = ", ".join(f"{p} {_version(p)}" for p in ("numpy", "numba", "pymatgen-core",
                                                           "vesin", "matscipy"))
 
-    return (f"{model}, {os.cpu_count()} cores; Python {platform.python_version()}; "
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{model}, {os.cpu_count()} cores (load average {load}); "
+            f"Python {platform.python_version()}; "
             f"fastgap._core {_core.__version__} ({_core.build_info}); {versions}")
 
 
