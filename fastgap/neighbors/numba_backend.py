@@ -18,6 +18,7 @@ from numba import njit, prange
 
 _GROW = 1.25
 _MIN_CAPACITY = 64
+_INSERTION_MAX = 96  # candidates; beyond this np.argsort is faster
 
 
 @njit(cache=True)
@@ -114,26 +115,41 @@ def _sort_segment(order, start, stop, numbers, cand_d, cand_j, cand_img):
 
 
 @njit(cache=True)
-def _order(count, k, periodic, radius, tie_tol, numbers, cand_d, cand_j, cand_img):
-    """Contract order of the candidates; returns (order, n_valid), n_valid = -1 if the tie
-    group holding the k-th entry is not closed inside the radius."""
-    order = np.argsort(cand_d[:count])
+def _sort_by_distance(order, count, cand_d):
+    """order[:count] = candidate positions by increasing distance."""
+    if count > _INSERTION_MAX:
+        order[:count] = np.argsort(cand_d[:count])
+        return
+    for m in range(count):
+        d = cand_d[m]
+        n = m - 1
+        while n >= 0 and cand_d[order[n]] > d:
+            order[n + 1] = order[n]
+            n -= 1
+        order[n + 1] = m
+
+
+@njit(cache=True)
+def _order(order, count, k, periodic, radius, tie_tol, numbers, cand_d, cand_j, cand_img):
+    """Put the candidates in contract order (in ``order``); return the number of valid
+    entries, or -1 if the tie group holding the k-th entry is not closed inside the radius."""
     if periodic and count < k:
-        return order, -1
+        return -1
+    _sort_by_distance(order, count, cand_d)
     n_valid = min(count, k)
     if n_valid == 0:
-        return order, 0
+        return 0
     end = n_valid - 1  # last position of the tie group holding entry n_valid - 1
     while end + 1 < count and cand_d[order[end + 1]] - cand_d[order[end]] <= tie_tol:
         end += 1
     if periodic and end == count - 1 and cand_d[order[end]] + tie_tol >= radius:
-        return order, -1
+        return -1
     start = 0
     for m in range(1, end + 2):
         if m == end + 1 or cand_d[order[m]] - cand_d[order[m - 1]] > tie_tol:
             _sort_segment(order, start, m, numbers, cand_d, cand_j, cand_img)
             start = m
-    return order, n_valid
+    return n_valid
 
 
 @njit(cache=True)
@@ -158,11 +174,12 @@ def _knn_structure(lat, frac, numbers, pbc, k, tie_tol,
     if periodic:
         inv_norms = _inverse_column_norms(lat)
         volume_per_atom = abs(_det(lat)) / n_atoms
-        radius = np.cbrt(3.0 * volume_per_atom * (1.4 * k + 6) / (4.0 * np.pi))
+        radius = np.cbrt(3.0 * volume_per_atom * (1.2 * k + 4) / (4.0 * np.pi))
     capacity = max(_MIN_CAPACITY, 4 * k)
     cand_d = np.empty(capacity)
     cand_j = np.empty(capacity, np.int64)
     cand_img = np.empty((capacity, 3), np.int64)
+    order = np.empty(capacity, np.int64)
     for i in range(n_atoms):
         while True:
             count = _gather(i, lat, wrapped, shift, pbc, inv_norms, radius,
@@ -172,8 +189,9 @@ def _knn_structure(lat, frac, numbers, pbc, k, tie_tol,
                 cand_d = np.empty(capacity)
                 cand_j = np.empty(capacity, np.int64)
                 cand_img = np.empty((capacity, 3), np.int64)
+                order = np.empty(capacity, np.int64)
                 continue
-            order, n_valid = _order(count, k, periodic, radius, tie_tol, numbers,
+            n_valid = _order(order, count, k, periodic, radius, tie_tol, numbers,
                                     cand_d, cand_j, cand_img)
             if n_valid >= 0:
                 break
