@@ -228,7 +228,7 @@ def symmetry_spread(
             for j, name in enumerate(targets):
                 rows.append({
                     "family": family, "tta": bool(tta), "target": name,
-                    "n_structures": int(keep.sum()), "n_descriptions": int(len(owner)),
+                    "n_structures": int(keep.sum()), "n_descriptions": len(owner),
                     "mean_std": float(std[keep, j].mean()) if keep.any() else float("nan"),
                     "max_std": float(std[keep, j].max()) if keep.any() else float("nan"),
                 })  # fmt: skip

@@ -63,6 +63,8 @@ def _table_rows(results: list[dict[str, Any]]) -> list[str]:
         n = r.get("n", {})
         sizes = "/".join(str(n.get(p, "-")) for p in ("train", "val", "test"))
         for name, m in r["test"]["tta"].items():
+            if r["kind"] == "transfer":
+                sizes = f"-/-/{m['n']}"
             no_tta = r["test"]["no_tta"].get(name, {})
             goal = r["goals"].get(name)
             rows.append(
@@ -89,8 +91,8 @@ def to_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"# fastgap bench: suite {meta['suite']}, setting {meta['setting']}", "",
         f"{meta['date']}; {meta['machine']}", "",
-        "Test-split scores. n = train/val/test structures after filters. TTA = prediction "
-        "averaged over the distinct axis-swap atom orders.", "", CAVEAT, "",
+        ("Test-split scores. n = train/val/test structures after filters. TTA = prediction "
+         "averaged over the distinct axis-swap atom orders."), "", CAVEAT, "",
         "| task | dataset | target | n | ours (TTA) | ours (no TTA) | goal (MAE) | published MAE |",
         "|---|---|---|---|---|---|---|---|",
         *_table_rows(results),
@@ -98,8 +100,8 @@ def to_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     sym = _symmetry_rows(results)
     if sym:
         lines += ["", "## Symmetry study", "",
-                  "Std of the predictions over the original and its equivalent descriptions, "
-                  "mean and max over crystals (target units).", "",
+                  ("Std of the predictions over the original and its equivalent descriptions, "
+                   "mean and max over crystals (target units)."), "",
                   "| family | model | TTA | target | crystals | mean std | max std |",
                   "|---|---|---|---|---|---|---|", *sym]  # fmt: skip
     lines += ["", "## Tasks", ""]
@@ -108,8 +110,9 @@ def to_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(f"- **{r['task']}** ({r['seconds']} s): {r['description']}. {r['notes']}"
                      + (f" Dropped: {extra}." if extra else ""))
         for ref in r.get("references", []):
-            lines.append(f"  - {ref['model']}: {ref['metric']} {ref['value']:g} {ref['unit']}; "
-                         f"{ref['source']}; {ref['protocol']}")
+            which = f" ({ref['target']})" if ref.get("target") else ""
+            lines.append(f"  - {ref['model']}{which}: {ref['metric']} {ref['value']:g} "
+                         f"{ref['unit']}; {ref['source']}; {ref['protocol']}")
     return "\n".join(lines) + "\n"
 
 

@@ -173,7 +173,8 @@ def run_train_task(ctx: Context, task: Task) -> dict[str, Any]:
     split = json.loads((run_dir / "split.json").read_text())
     return {
         **info, "run_dir": str(run_dir), "n": {p: len(v) for p, v in split.items()},
-        "test": metrics["test"], "val": metrics["val"], "plots": _copy_plots(ctx, run_dir, task.name),
+        "test": metrics["test"], "val": metrics["val"],
+        "plots": _copy_plots(ctx, run_dir, task.name),
     }  # fmt: skip
 
 
