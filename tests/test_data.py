@@ -85,3 +85,39 @@ def test_sampler_validation(kwargs: dict, match: str) -> None:
     ds = StructureDataset(_batch())
     with pytest.raises(ValueError, match=match):
         BucketBatchSampler(ds, np.arange(10), shuffle=False, **kwargs)
+
+
+def _rock_salt_and_random() -> object:
+    from fastgap.features import featurize_structures
+    from fastgap.structures import make_structure
+
+    fcc = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    salt = make_structure(
+        "NaCl", np.eye(3) * 5.64, np.vstack([fcc, fcc + [0.5, 0, 0]]) % 1.0, [11] * 4 + [17] * 4
+    )
+    rng = np.random.default_rng(3)
+    odd = make_structure("odd", np.eye(3) * 6.0 + rng.normal(0, 0.2, (3, 3)),
+                         rng.random((5, 3)), [8, 8, 22, 22, 3])
+    batch, rejects = featurize_structures([salt, odd])
+    assert not rejects
+    return batch
+
+
+def test_equivalent_atoms_share_rows_and_predictions_do_not_change() -> None:
+    from fastgap.model import FastGapModel, ModelConfig, predict_dataset
+
+    batch = _rock_salt_and_random()
+    shared = StructureDataset(batch)
+    plain = StructureDataset(batch, share_equivalent=False)
+    # rock salt: 8 atoms, two distinct lists (Na, Cl); the random cell keeps all 5
+    assert shared.rep_ptr.tolist() == [0, 2, 7]
+    assert len(plain.numbers) == 13
+    item = shared[(0, 0)]
+    assert sorted(set(item["orders"][0].tolist())) == [0, 1]
+    assert item["numbers"][:, 0].tolist() == [11, 17]
+    torch.manual_seed(0)
+    model = FastGapModel(ModelConfig())
+    idx = np.arange(2)
+    a = predict_dataset(model, shared, idx, tta=True)
+    b = predict_dataset(model, plain, idx, tta=True)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
