@@ -247,3 +247,11 @@ def test_store_with_other_k_refused(bundle, tmp_path: Path) -> None:
               FeaturizeConfig(featurizer=FeaturizerConfig(k=12), workers=0, progress=False))
     with pytest.raises(ValueError, match="k=12 neighbours, the model was trained with k=19"):
         predict([tmp_path / "s"], bundle, CFG)
+
+
+def test_package_level_predict_stays_callable(bundle) -> None:
+    import fastgap
+
+    first = fastgap.predict(EXAMPLES / "mp-30.cif", bundle, CFG)
+    second = fastgap.predict(EXAMPLES / "mp-30.cif", bundle, CFG)  # attribute is now the module
+    pd.testing.assert_frame_equal(first, second, check_exact=True)
