@@ -57,7 +57,7 @@ def random_ensemble(out: Path, n_gap: int = 5) -> Path:
 
 def time_case(inputs: list[Path], model: object, tta: bool, out: Path, repeats: int,
               workers: int) -> tuple[float, int]:
-    from fastgap.predict import PredictConfig, predict_to_file
+    from fastgap.screening import PredictConfig, predict_to_file
 
     config = PredictConfig(model=model, workers=workers, tta=tta, progress=False)
     times, n = [], 0

@@ -1,7 +1,9 @@
 """fastgap: band gaps and other properties of crystals and molecules from structure alone.
 
 The public names below are imported lazily so that ``import fastgap`` stays cheap (no torch,
-no numba compilation) until a name is used.
+no numba compilation) until a name is used. Stage modules keep their own names (``fastgap.featurize``,
+``fastgap.train``); their entry functions are ``fastgap.featurize.featurize`` and
+``fastgap.train.train``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,10 @@ _EXPORTS: dict[str, str] = {
     "NeighborList": "fastgap.neighbors",
     "Structure": "fastgap.structures",
     "read_structures": "fastgap.readers",
-    "featurize": "fastgap.featurize",
     "FeaturizerConfig": "fastgap.features",
     "Store": "fastgap.store",
-    "train": "fastgap.train",
     "TrainConfig": "fastgap.train",
-    "predict": "fastgap.predict",
+    "predict": "fastgap.screening",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=None, help="RESULTS.md to update")
     args = p.parse_args(argv)
     from fastgap.ensemble import load_bundle, write_model_card
-    from fastgap.predict import predict_featurized
+    from fastgap.screening import predict_featurized
 
     bundle = load_bundle(args.model)
     batch, dropped = test_batch(args.store, args.split, args.max_z)

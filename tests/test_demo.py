@@ -11,7 +11,7 @@ import pytest
 from fastgap.cli import main
 from fastgap.examples import examples_table, run_demo
 from fastgap.model import ModelConfig
-from fastgap.predict import PredictConfig
+from fastgap.screening import PredictConfig
 from fastgap.train import TrainConfig, train
 
 DATA = Path(__file__).parent / "data" / "predict"

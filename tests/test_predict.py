@@ -13,7 +13,7 @@ import pytest
 from fastgap.ensemble import BUNDLE_FORMAT, combine, default_bundle_dir, load_bundle, pack_bundle
 from fastgap.features import FeaturizerConfig, featurize_structures
 from fastgap.model import ModelConfig
-from fastgap.predict import PredictConfig, predict, predict_to_file
+from fastgap.screening import PredictConfig, predict, predict_to_file
 from fastgap.readers import read_structures
 from fastgap.train import TrainConfig, train
 
@@ -253,5 +253,6 @@ def test_package_level_predict_stays_callable(bundle) -> None:
     import fastgap
 
     first = fastgap.predict(EXAMPLES / "mp-30.cif", bundle, CFG)
-    second = fastgap.predict(EXAMPLES / "mp-30.cif", bundle, CFG)  # attribute is now the module
+    import fastgap.screening  # noqa: F401  (importing the module must not shadow the function)
+    second = fastgap.predict(EXAMPLES / "mp-30.cif", bundle, CFG)
     pd.testing.assert_frame_equal(first, second, check_exact=True)

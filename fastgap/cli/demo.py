@@ -35,7 +35,7 @@ def format_table(table) -> str:  # noqa: ANN001 - a pandas DataFrame
 
 def run(args: argparse.Namespace) -> int:
     from fastgap.examples import run_demo
-    from fastgap.predict import PredictConfig
+    from fastgap.screening import PredictConfig
 
     config = PredictConfig(model=args.model, workers=0, backend=args.backend, progress=False)
     result = run_demo(args.out, args.model, config)

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastgap.predict import PredictConfig, predict_to_file
+    from fastgap.screening import PredictConfig, predict_to_file
     from fastgap.readers import ReadPolicy
 
     config = PredictConfig(

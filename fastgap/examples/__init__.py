@@ -40,11 +40,11 @@ def run_demo(out_dir: str | Path = "fastgap-demo", model: Any = "default",
              config: Any = None) -> DemoResult:
     """Predict every example crystal, compare with DFT, write a parity PNG and a CSV.
 
-    ``model`` and ``config`` are as in `fastgap.predict.predict`. The MAE is over the
+    ``model`` and ``config`` are as in `fastgap.screening.predict`. The MAE is over the
     examples with a DFT value; ``mae_test`` over those from the test split only (the
     well-known crystals are training structures, so their errors flatter the model).
     """
-    from fastgap.predict import PredictConfig, predict
+    from fastgap.screening import PredictConfig, predict
 
     config = config or PredictConfig(workers=0, progress=False)
     table = examples_table()

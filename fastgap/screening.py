@@ -15,9 +15,7 @@ rejects row (id, source, reason). The combination rule for metals is in `fastgap
 from __future__ import annotations
 
 import csv
-import sys
 import time
-import types
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -366,14 +364,3 @@ def predict_to_file(
         torch.set_num_threads(threads)
     summary.seconds = time.perf_counter() - start
     return summary
-
-
-class _CallableModule(types.ModuleType):
-    """``fastgap.predict`` names both this module and the function `predict`: once the
-    module is imported the package attribute is the module, so calling it calls `predict`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return predict(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
