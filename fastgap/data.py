@@ -105,8 +105,14 @@ def shared_rows(
     key = np.concatenate(
         [struct_of_atom[:, None], np.where(valid, numbers, -1), np.where(valid, qdist, -1)], axis=1
     )  # (A, 1 + 2L)
-    rows = np.ascontiguousarray(key).view(np.dtype((np.void, key.dtype.itemsize * key.shape[1])))
-    _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
+    # group by a 64-bit hash of the row (fast to sort), then check the groups exactly
+    weights = np.random.default_rng(0x5EED).integers(1, 2**63, key.shape[1], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        hashed = (key.view(np.uint64) * weights).sum(axis=1, dtype=np.uint64)  # (A,)
+    _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
+    if not np.array_equal(key, key[first[inverse.ravel()]]):  # a hash collision: exact path
+        rows = np.ascontiguousarray(key).view(np.dtype((np.void, key.dtype.itemsize * key.shape[1])))
+        _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
     rep = first[inverse.ravel()]  # (A,) global index of each atom's representative
     is_rep = rep == np.arange(n_atoms)
     rank = np.cumsum(is_rep) - 1  # global rank of each kept row
