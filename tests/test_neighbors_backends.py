@@ -262,3 +262,23 @@ def test_supercell(backend):
     assert_same_sequences(got, NeighborList(ref.numbers[rows], ref.distances[rows],
                                             ref.indices[rows], ref.images[rows],
                                             ref.counts[rows]))
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_large_skewed_supercells(backend):
+    # 6x6x6 supercells (>= 216 atoms) of skewed, hcp and random cells: the numba backend's
+    # cell-list path must give each atom the sequence of its primitive-cell atom
+    structures = [s for s in zoo.zoo(include_large=False)
+                  if s.name.startswith(("triclinic", "random-1", "hcp"))]
+    rep = 6
+    offsets = np.stack(np.meshgrid(*[np.arange(rep)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    big = [zoo.ZooStructure(s.name, rep * s.lattice,
+                            ((s.frac_coords[None] + offsets) / rep).reshape(-1, 3),
+                            np.tile(s.numbers, rep**3)) for s in structures]
+    ref, got = _run(structures, "reference"), _run(big, backend)
+    ptr = zoo.as_batch(structures)["atom_ptr"]
+    rows = np.concatenate([np.tile(np.arange(a, b), rep**3) for a, b in zip(ptr[:-1], ptr[1:])])
+    assert_same_sequences(got, NeighborList(ref.numbers[rows], ref.distances[rows],
+                                            ref.indices[rows], ref.images[rows],
+                                            ref.counts[rows]))
+    assert_geometry(got, zoo.as_batch(big))

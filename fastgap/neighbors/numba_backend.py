@@ -1,9 +1,11 @@
 """Numba k-nearest-neighbour lists, parallel across the structures of a batch.
 
-Per atom i and partner j, only the images that can lie within the search radius are visited:
-with wrapped coordinates the fractional separation along periodic axis a is
-``w[j, a] - w[i, a] + n_a`` and its magnitude is at most ``radius / spacing_a`` (interplanar
-spacing), which bounds ``n_a`` to one or two values per axis for typical cells. The
+Candidates within a search radius are found in one of two ways. Small cells: for each atom
+pair only the images that can lie within the radius are visited (with wrapped coordinates the
+fractional separation along periodic axis a is ``w[j, a] - w[i, a] + n_a`` and its magnitude
+is at most ``radius / spacing_a``, the interplanar spacing), one or two per axis for typical
+cells. Fully periodic cells of 256 atoms or more: cell lists in fractional coordinates with
+cells at least one radius thick, so the work per atom does not grow with the cell. The
 candidates are ordered by distance, split into tie groups by the chained-gap rule, and each
 group up to the one holding the k-th entry is insertion-sorted by the full contract key
 (atomic number, distance, index, image). If that group is not closed inside the radius, the
@@ -18,6 +20,8 @@ from numba import njit, prange
 
 _GROW = 1.25
 _MIN_CAPACITY = 64
+_CELL_LIST_MIN_ATOMS = 256  # fully periodic cells this large use cell lists
+_MAX_CELLS_PER_AXIS = 64
 _INSERTION_MAX = 96  # candidates; beyond this np.argsort is faster
 
 
@@ -44,9 +48,10 @@ def _inverse_column_norms(lat: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _gather(i, lat, wrapped, shift, pbc, inv_norms, radius, cand_d, cand_j, cand_img):
-    """Store every neighbour of atom i within radius; return how many exist (may exceed
-    the capacity of the buffers, in which case the caller grows them and calls again)."""
+def _gather_pairs(i, lat, wrapped, shift, pbc, inv_norms, radius, cand_d, cand_j, cand_img):
+    """Store every neighbour of atom i within radius, visiting for each atom j only the
+    images allowed by the interplanar spacings; return how many exist (may exceed the
+    capacity of the buffers, in which case the caller grows them and calls again)."""
     n_atoms = wrapped.shape[0]
     capacity = cand_d.shape[0]
     r2max = radius * radius
@@ -78,6 +83,83 @@ def _gather(i, lat, wrapped, shift, pbc, inv_norms, radius, cand_d, cand_j, cand
                             cand_d[count] = np.sqrt(r2)
                             cand_j[count] = j
                             # image relative to the input coordinates
+                            cand_img[count, 0] = n0 - shift[j, 0] + shift[i, 0]
+                            cand_img[count, 1] = n1 - shift[j, 1] + shift[i, 1]
+                            cand_img[count, 2] = n2 - shift[j, 2] + shift[i, 2]
+                        count += 1
+    return count
+
+
+@njit(cache=True)
+def _build_cells(wrapped, inv_norms, radius, use_cells):
+    """Bin the atoms of a fully periodic cell into cells at least ``radius`` thick (a single
+    cell unless ``use_cells``).
+
+    Returns (n_cells (3,) int64, cell_start (C + 1,) int64, cell_atoms (N,) int64)."""
+    n_cells = np.ones(3, np.int64)
+    for a in range(3):
+        if use_cells:
+            n_cells[a] = max(1, min(_MAX_CELLS_PER_AXIS, int(1.0 / (radius * inv_norms[a]))))
+    total = n_cells[0] * n_cells[1] * n_cells[2]
+    cell_of = np.empty(wrapped.shape[0], np.int64)
+    cell_start = np.zeros(total + 1, np.int64)
+    for i in range(wrapped.shape[0]):
+        c = 0
+        for a in range(3):
+            # clamped: unwrapped axes (molecules) and rounding must not leave the grid
+            bin_a = min(max(int(wrapped[i, a] * n_cells[a]), 0), n_cells[a] - 1)
+            c = c * n_cells[a] + bin_a
+        cell_of[i] = c
+        cell_start[c + 1] += 1
+    cell_start = np.cumsum(cell_start)
+    fill = cell_start[:-1].copy()
+    cell_atoms = np.empty(wrapped.shape[0], np.int64)
+    for i in range(wrapped.shape[0]):
+        cell_atoms[fill[cell_of[i]]] = i
+        fill[cell_of[i]] += 1
+    return n_cells, cell_start, cell_atoms
+
+
+@njit(cache=True)
+def _gather_cells(i, lat, wrapped, shift, inv_norms, radius, cells,
+                  cand_d, cand_j, cand_img):
+    """As `_gather_pairs` for a fully periodic cell, visiting only the cells (with their
+    images) that overlap the fractional box of half-widths radius / spacing around atom i."""
+    n_cells, cell_start, cell_atoms = cells
+    capacity = cand_d.shape[0]
+    r2max = radius * radius
+    lo = np.empty(3, np.int64)
+    hi = np.empty(3, np.int64)
+    for a in range(3):
+        # widened slightly so rounding in the box never drops an atom inside the radius
+        reach = radius * inv_norms[a] * (1.0 + 1e-9) + 1e-12
+        lo[a] = np.int64(np.floor((wrapped[i, a] - reach) * n_cells[a]))
+        hi[a] = np.int64(np.floor((wrapped[i, a] + reach) * n_cells[a]))
+    count = 0
+    for u0 in range(lo[0], hi[0] + 1):
+        n0 = u0 // n_cells[0]
+        for u1 in range(lo[1], hi[1] + 1):
+            n1 = u1 // n_cells[1]
+            for u2 in range(lo[2], hi[2] + 1):
+                n2 = u2 // n_cells[2]
+                c = (((u0 - n0 * n_cells[0]) * n_cells[1] + u1 - n1 * n_cells[1]) * n_cells[2]
+                     + u2 - n2 * n_cells[2])
+                for m in range(cell_start[c], cell_start[c + 1]):
+                    j = cell_atoms[m]
+                    if j == i and n0 == 0 and n1 == 0 and n2 == 0:
+                        continue
+                    # same arithmetic, in the same order, as `_gather_pairs` and the reference
+                    f0 = (wrapped[j, 0] - wrapped[i, 0]) + n0
+                    f1 = (wrapped[j, 1] - wrapped[i, 1]) + n1
+                    f2 = (wrapped[j, 2] - wrapped[i, 2]) + n2
+                    x = f0 * lat[0, 0] + f1 * lat[1, 0] + f2 * lat[2, 0]
+                    y = f0 * lat[0, 1] + f1 * lat[1, 1] + f2 * lat[2, 1]
+                    z = f0 * lat[0, 2] + f1 * lat[1, 2] + f2 * lat[2, 2]
+                    r2 = x * x + y * y + z * z
+                    if r2 <= r2max:
+                        if count < capacity:
+                            cand_d[count] = np.sqrt(r2)
+                            cand_j[count] = j
                             cand_img[count, 0] = n0 - shift[j, 0] + shift[i, 0]
                             cand_img[count, 1] = n1 - shift[j, 1] + shift[i, 1]
                             cand_img[count, 2] = n2 - shift[j, 2] + shift[i, 2]
@@ -153,28 +235,39 @@ def _order(order, count, k, periodic, radius, tie_tol, numbers, cand_d, cand_j, 
 
 
 @njit(cache=True)
+def _wrap(frac, pbc):
+    """Wrapped coordinates in [0, 1) along periodic axes and the integer shifts removed:
+    (wrapped (N, 3) float64, shift (N, 3) int64), frac = wrapped + shift."""
+    wrapped = frac.copy()
+    shift = np.zeros(frac.shape, np.int64)
+    for i in range(frac.shape[0]):
+        for a in range(3):
+            if pbc[a]:
+                cell = np.floor(frac[i, a])
+                w = frac[i, a] - cell
+                if w >= 1.0:  # a tiny negative coordinate rounds to 1.0
+                    w -= 1.0
+                    cell += 1.0
+                shift[i, a] = np.int64(cell)
+                wrapped[i, a] = w
+    return wrapped, shift
+
+
+@njit(cache=True)
 def _knn_structure(lat, frac, numbers, pbc, k, tie_tol,
                    out_numbers, out_dist, out_idx, out_img, out_counts):
     """Fill the output rows of one structure (N atoms); outputs come pre-padded."""
     n_atoms = frac.shape[0]
-    wrapped = np.empty((n_atoms, 3))
-    shift = np.zeros((n_atoms, 3), np.int64)
-    periodic = False
-    for a in range(3):
-        periodic = periodic or pbc[a]
-    for i in range(n_atoms):
-        for a in range(3):
-            wrapped[i, a] = frac[i, a]
-            if pbc[a]:
-                cell = np.floor(frac[i, a])
-                shift[i, a] = np.int64(cell)
-                wrapped[i, a] = frac[i, a] - cell
+    wrapped, shift = _wrap(frac, pbc)
+    periodic = pbc[0] or pbc[1] or pbc[2]
     inv_norms = np.zeros(3)
     radius = np.inf
     if periodic:
         inv_norms = _inverse_column_norms(lat)
         volume_per_atom = abs(_det(lat)) / n_atoms
         radius = np.cbrt(3.0 * volume_per_atom * (1.2 * k + 4) / (4.0 * np.pi))
+    use_cells = pbc[0] and pbc[1] and pbc[2] and n_atoms >= _CELL_LIST_MIN_ATOMS
+    cells = _build_cells(wrapped, inv_norms, radius, use_cells)
     capacity = max(_MIN_CAPACITY, 4 * k)
     cand_d = np.empty(capacity)
     cand_j = np.empty(capacity, np.int64)
@@ -182,8 +275,12 @@ def _knn_structure(lat, frac, numbers, pbc, k, tie_tol,
     order = np.empty(capacity, np.int64)
     for i in range(n_atoms):
         while True:
-            count = _gather(i, lat, wrapped, shift, pbc, inv_norms, radius,
-                            cand_d, cand_j, cand_img)
+            if use_cells:
+                count = _gather_cells(i, lat, wrapped, shift, inv_norms, radius, cells,
+                                      cand_d, cand_j, cand_img)
+            else:
+                count = _gather_pairs(i, lat, wrapped, shift, pbc, inv_norms, radius,
+                                      cand_d, cand_j, cand_img)
             if count > capacity:
                 capacity = 2 * count
                 cand_d = np.empty(capacity)
@@ -192,7 +289,7 @@ def _knn_structure(lat, frac, numbers, pbc, k, tie_tol,
                 order = np.empty(capacity, np.int64)
                 continue
             n_valid = _order(order, count, k, periodic, radius, tie_tol, numbers,
-                                    cand_d, cand_j, cand_img)
+                             cand_d, cand_j, cand_img)
             if n_valid >= 0:
                 break
             radius *= _GROW
