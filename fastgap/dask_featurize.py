@@ -22,7 +22,6 @@ from fastgap.featurize import (
     FeaturizeConfig,
     FeaturizeSummary,
     bounded_ordered_map,
-    chunked,
     open_run,
     process_chunk,
     run_ordered,
@@ -48,7 +47,7 @@ def featurize_dask(
     """
     from distributed import Client, LocalCluster
 
-    from fastgap.readers import iter_raw
+    from fastgap.readers import iter_raw_chunks
 
     config = config or FeaturizeConfig()
     if address is not None and not isinstance(address, str):
@@ -62,7 +61,7 @@ def featurize_dask(
                                processes=processes, dashboard_address=None)  # fmt: skip
     try:
         with Client(cluster if cluster is not None else address) as client:
-            chunks = chunked(iter_raw(list(inputs)), config.chunk_size)
+            chunks = iter_raw_chunks(list(inputs), config.chunk_size)
             results = _cluster_results(client, chunks, config, committer)
             return run_ordered(committer, results, config.progress)
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fastgap.structures import Reject, Structure
+from fastgap.structures import Reject, Structure, StructureBatch
 
 BACKENDS = ("auto", "cpp", "numba", "reference")
 
@@ -199,42 +199,66 @@ def _wrap_frac(frac: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     return wrapped
 
 
-def _neighbors(structures: Sequence[Structure], config: FeaturizerConfig) -> Any:
+def _neighbors(batch: StructureBatch, lo: int, hi: int, config: FeaturizerConfig) -> Any:
+    """Neighbour lists of structures ``lo:hi`` of ``batch`` (one batched call)."""
     from fastgap.neighbors import neighbor_lists_batch
 
-    ptr = np.zeros(len(structures) + 1, dtype=np.int64)
-    np.cumsum([s.n_atoms for s in structures], out=ptr[1:])
+    ptr = batch.atom_ptr
+    a0, a1 = int(ptr[lo]), int(ptr[hi])
     return neighbor_lists_batch(
-        np.stack([np.asarray(s.lattice, dtype=np.float64) for s in structures]),
-        np.concatenate([np.asarray(s.frac_coords, dtype=np.float64) for s in structures]),
-        np.concatenate([np.asarray(s.numbers, dtype=np.int64) for s in structures]),
-        ptr,
-        k=config.k,
-        pbc=np.array([s.pbc for s in structures], dtype=bool).reshape(-1, 3),
-        backend=config.backend,
+        batch.lattices[lo:hi], batch.frac_coords[a0:a1], batch.numbers[a0:a1],
+        ptr[lo : hi + 1] - a0, k=config.k, pbc=batch.pbc[lo:hi], backend=config.backend,
         num_threads=config.num_threads,
-    )
+    )  # fmt: skip
 
 
-def _featurize_ok(structures: Sequence[Structure], config: FeaturizerConfig) -> list[Any]:
-    """Neighbour lists for ``structures``; a failing structure is isolated by bisection.
+def _featurize_ranges(
+    batch: StructureBatch, lo: int, hi: int, config: FeaturizerConfig
+) -> tuple[list[tuple[int, int, Any]], list[tuple[int, str]]]:
+    """Neighbour lists of structures ``lo:hi``; a failing structure is isolated by bisection.
 
-    Returns one entry per structure: ``(start, stop, NeighborList)`` slices into a shared
-    result, or a ``str`` reason for a structure that failed. Bisection costs O(log S) extra
-    calls per bad structure instead of S single-structure calls.
+    Returns ``(lo, hi, NeighborList)`` for the ranges that succeeded and ``(row, reason)``
+    for the structures that failed. Bisection costs O(log S) extra calls per bad structure
+    instead of S single-structure calls.
     """
     try:
-        nl = _neighbors(structures, config)
+        return [(lo, hi, _neighbors(batch, lo, hi, config))], []
     except (ValueError, TypeError) as exc:
-        if len(structures) == 1:
-            return [f"{type(exc).__name__}: {exc}"]
-        half = len(structures) // 2
-        return _featurize_ok(structures[:half], config) + _featurize_ok(structures[half:], config)
-    out, start = [], 0
-    for s in structures:
-        out.append((start, start + s.n_atoms, nl))
-        start += s.n_atoms
-    return out
+        if hi - lo == 1:
+            return [], [(lo, f"{type(exc).__name__}: {exc}")]
+    mid = (lo + hi) // 2
+    good1, bad1 = _featurize_ranges(batch, lo, mid, config)
+    good2, bad2 = _featurize_ranges(batch, mid, hi, config)
+    return good1 + good2, bad1 + bad2
+
+
+def featurize_batch(
+    batch: StructureBatch, config: FeaturizerConfig | None = None
+) -> tuple[FeaturizedBatch, list[tuple[int, str]]]:
+    """Featurize a `StructureBatch` with one batched neighbour-list call (bisection on failure).
+
+    Returns the batch of the structures that succeeded (input order) and ``(row, reason)``
+    for every structure that failed; every row is in exactly one of the two.
+    """
+    config = config or FeaturizerConfig()
+    if not isinstance(config, FeaturizerConfig):
+        raise TypeError(f"config: expected FeaturizerConfig, got {type(config).__name__}")
+    if batch.n_structures == 0:
+        return FeaturizedBatch.empty(config.k), []
+    ranges, failed = _featurize_ranges(batch, 0, batch.n_structures, config)
+    if failed:
+        keep = np.ones(batch.n_structures, dtype=bool)
+        keep[[row for row, _ in failed]] = False
+        batch = batch.select(np.flatnonzero(keep))
+    if not ranges:
+        return FeaturizedBatch.empty(config.k), failed
+
+    def cat(name: str) -> np.ndarray:
+        if len(ranges) == 1:
+            return getattr(ranges[0][2], name)
+        return np.concatenate([getattr(nl, name) for _, _, nl in ranges])
+
+    return _assemble(batch, cat("numbers"), cat("distances"), cat("counts"), config.k), failed
 
 
 def featurize_structures(
@@ -249,58 +273,49 @@ def featurize_structures(
     if not isinstance(config, FeaturizerConfig):
         raise TypeError(f"config: expected FeaturizerConfig, got {type(config).__name__}")
     structures = list(structures)
-    if not structures:
-        return FeaturizedBatch.empty(config.k), []
-    results = _featurize_ok(structures, config)
-    good = [i for i, r in enumerate(results) if not isinstance(r, str)]
+    batch, failed = featurize_batch(StructureBatch.from_structures(structures), config)
     rejects = [
-        Reject(structures[i].id, structures[i].source, f"featurization failed: {r}")
-        for i, r in enumerate(results)
-        if isinstance(r, str)
+        Reject(structures[row].id, structures[row].source, f"featurization failed: {reason}")
+        for row, reason in failed
     ]
-    return _assemble([structures[i] for i in good], [results[i] for i in good], config.k), rejects
+    return batch, rejects
 
 
-def _assemble(structures: list[Structure], parts: list[Any], k: int) -> FeaturizedBatch:
-    """Concatenate per-structure neighbour-list slices into one `FeaturizedBatch`."""
-    if not structures:
-        return FeaturizedBatch.empty(k)
-    ptr = np.zeros(len(structures) + 1, dtype=np.int64)
-    np.cumsum([s.n_atoms for s in structures], out=ptr[1:])
-    # consecutive slices of the same result collapse into one; usually the whole batch
-    runs: list[list[Any]] = []
-    for start, stop, nl in parts:
-        if runs and runs[-1][2] is nl and runs[-1][1] == start:
-            runs[-1][1] = stop
-        else:
-            runs.append([start, stop, nl])
-
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(nl, name)[a:b] for a, b, nl in runs])
-
-    distances = cat("distances")
-    counts = cat("counts")
+def _assemble(batch: StructureBatch, nbr_numbers: np.ndarray, distances: np.ndarray,
+              counts: np.ndarray, k: int) -> FeaturizedBatch:  # fmt: skip
+    """The `FeaturizedBatch` of ``batch`` from its (A, k) neighbour arrays."""
     valid = np.arange(k)[None, :] < counts[:, None]  # (A, k)
-    pbc = np.array([s.pbc for s in structures], dtype=bool).reshape(-1, 3)
-    frac = np.concatenate([np.asarray(s.frac_coords, dtype=np.float64) for s in structures])
-    names = list(dict.fromkeys(n for s in structures for n in s.properties))
-    properties = {
-        n: np.array([_as_float(s.properties.get(n)) for s in structures], dtype=np.float64)
-        for n in names
-    }
+    ptr = batch.atom_ptr
+    names = list(dict.fromkeys(n for p in batch.properties for n in p))
+    ids = np.empty(batch.n_structures, dtype=object)
+    ids[:] = batch.ids
+    sources = np.empty(batch.n_structures, dtype=object)
+    sources[:] = batch.sources
     return FeaturizedBatch(
-        ids=np.array([s.id for s in structures], dtype=object),
-        atom_ptr=ptr,
-        lattice=np.stack([np.asarray(s.lattice) for s in structures]).astype(np.float32),
-        pbc=pbc,
-        numbers=np.concatenate([np.asarray(s.numbers) for s in structures]).astype(np.uint8),
-        frac_coords=_wrap_frac(frac, np.repeat(pbc, np.diff(ptr), axis=0)),
-        nbr_numbers=np.where(valid, cat("numbers"), 0).astype(np.uint8),
+        ids=ids,
+        atom_ptr=ptr.astype(np.int64, copy=True),
+        lattice=batch.lattices.astype(np.float32),
+        pbc=batch.pbc.astype(bool, copy=True),
+        numbers=batch.numbers.astype(np.uint8),
+        frac_coords=_wrap_frac(batch.frac_coords, np.repeat(batch.pbc, np.diff(ptr), axis=0)),
+        nbr_numbers=np.where(valid, nbr_numbers, 0).astype(np.uint8),
         nbr_distances=np.where(valid, distances, 0.0).astype(np.float32),
         nbr_counts=counts.astype(np.uint8),
-        properties=properties,
-        sources=np.array([s.source for s in structures], dtype=object),
+        properties={n: _property_column(batch.properties, n) for n in names},
+        sources=sources,
     )
+
+
+def _property_column(properties: list[dict[str, Any]], name: str) -> np.ndarray:
+    """(S,) float64 values of ``name`` (NaN where missing or not a number)."""
+    values = [p.get(name) for p in properties]
+    try:
+        column = np.array(values, dtype=np.float64)  # None -> NaN
+        if column.shape == (len(values),):
+            return column
+    except (TypeError, ValueError):
+        pass
+    return np.array([_as_float(v) for v in values], dtype=np.float64)
 
 
 def _as_float(value: Any) -> float:

@@ -20,17 +20,16 @@ import itertools
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fastgap.features import FeaturizedBatch, FeaturizerConfig, featurize_structures
+from fastgap.features import FeaturizedBatch, FeaturizerConfig, featurize_batch
 from fastgap.readers import DuplicateIds
 from fastgap.store import ATOM_SHARD, Store
-from fastgap.structures import Reject, Structure
 
 REJECTS_NAME = "rejects.csv"
 REJECTS_HEADER = ("id", "source", "reason")
@@ -115,24 +114,27 @@ def process_chunk(
     done_rejects: set[tuple[str, str]] | frozenset[tuple[str, str]],
 ) -> ChunkResult:
     """Parse and featurize one chunk (runs in workers; pure apart from its inputs)."""
-    from fastgap.readers import parse_raw
+    from fastgap.readers import parse_batch
 
-    records: list[tuple[str, str, str, str]] = []
-    todo: list[Structure] = []
-    for item in items:
-        for rec in parse_raw(item, policy):
-            if isinstance(rec, Reject):
-                records.append(("reject", rec.id, rec.source, rec.reason))
-            elif rec.id in done_ids or (rec.id, rec.source) in done_rejects:
-                records.append(("present", rec.id, rec.source, ""))
-            else:
-                records.append(("ok", rec.id, rec.source, ""))
-                todo.append(rec)
-    batch, failed = featurize_structures(todo, featurizer)
-    reasons = {(r.id, r.source): r.reason for r in failed}
-    for i, (kind, id_, source, _) in enumerate(records):
-        if kind == "ok" and (id_, source) in reasons:
-            records[i] = ("reject", id_, source, reasons[(id_, source)])
+    parsed = parse_batch(items, policy)
+    records = parsed.records
+    todo: list[int] = []  # batch rows to featurize
+    where: list[int] = []  # their record positions
+    row = 0
+    for pos, (kind, id_, source, _) in enumerate(records):
+        if kind != "ok":
+            continue
+        if id_ in done_ids or (id_, source) in done_rejects:
+            records[pos] = ("present", id_, source, "")
+        else:
+            todo.append(row)
+            where.append(pos)
+        row += 1
+    structures = parsed.batch if len(todo) == row else parsed.batch.select(todo)
+    batch, failed = featurize_batch(structures, featurizer)
+    for r, reason in failed:
+        _, id_, source, _ = records[where[r]]
+        records[where[r]] = ("reject", id_, source, f"featurization failed: {reason}")
     return ChunkResult(batch, records)
 
 
@@ -184,6 +186,10 @@ class Committer:
         if new:
             self._csv.writerow(REJECTS_HEADER)
         self._ids = DuplicateIds()
+        # store writes (compression, file I/O) overlap with receiving the next chunks;
+        # at most one write is in flight, so appends stay sequential and in order
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="fastgap-store")
+        self._pending: Future[None] | None = None
         self._buffer: list[FeaturizedBatch] = []
         self._buffered_atoms = 0
         self.flush_atoms = flush_atoms
@@ -223,16 +229,32 @@ class Committer:
         self.summary.rejected += 1
 
     def flush(self) -> None:
+        """Hand the buffered rows to the writer thread (after the previous write lands)."""
         if self._buffer:
-            self.store.append(FeaturizedBatch.concat(self._buffer))
+            buffer = self._buffer
+            batch = buffer[0] if len(buffer) == 1 else FeaturizedBatch.concat(buffer)
+            self._wait()
+            self._pending = self._writer.submit(self.store.append, batch)
         self._buffer, self._buffered_atoms = [], 0
 
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()  # re-raises a failed write here, in the main thread
+
     def abort(self) -> None:
+        """Stop without flushing: a write in progress completes (or fails) first."""
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 -- already failing; the next run repairs the store
+            pass
+        self._writer.shutdown(wait=True)
         if not self._file.closed:
             self._file.close()
 
     def close(self) -> FeaturizeSummary:
         self.flush()
+        self._wait()
         self.abort()
         self.summary.n_structures = self.store.n_structures
         return self.summary
@@ -272,11 +294,12 @@ def _pool_results(
         return
     ctx = multiprocessing.get_context("spawn")
     init = (committer.done_ids, committer.done_rejects)
+    # the processes are the parallelism: one k-NN thread each unless asked otherwise
+    featurizer = replace(config.featurizer, num_threads=config.featurizer.num_threads or 1)
     with ProcessPoolExecutor(config.workers, mp_context=ctx, initializer=_init_worker,
                              initargs=init) as pool:  # fmt: skip
         yield from bounded_ordered_map(
-            lambda chunk: pool.submit(_process_in_worker, chunk, config.policy,
-                                      config.featurizer),  # fmt: skip
+            lambda chunk: pool.submit(_process_in_worker, chunk, config.policy, featurizer),
             chunks, config.in_flight,
         )
 
@@ -302,11 +325,11 @@ def featurize(
     Inputs are anything `fastgap.readers.iter_raw` reads (files, directories, archives).
     Returns the run's `FeaturizeSummary`; bad records go to the rejects CSV with a reason.
     """
-    from fastgap.readers import iter_raw
+    from fastgap.readers import iter_raw_chunks
 
     config = config or FeaturizeConfig()
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     committer = open_run(out, config)
-    chunks = chunked(iter_raw(list(inputs)), config.chunk_size)
+    chunks = iter_raw_chunks(list(inputs), config.chunk_size)
     return run_ordered(committer, _pool_results(chunks, config, committer), config.progress)

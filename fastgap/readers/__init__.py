@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from fastgap.readers._batch import ParsedBatch, collect, from_records, parse_lines
 from fastgap.readers._cif import majority_species, parse_cif
 from fastgap.readers._formats import (
     parse_extxyz,
@@ -32,17 +33,20 @@ from fastgap.readers._formats import (
     parse_poscar,
     record_id,
 )
-from fastgap.readers._sources import RawItem, detect_format, file_id, iter_raw
+from fastgap.readers._sources import RawItem, detect_format, file_id, iter_raw, iter_raw_chunks
 from fastgap.structures import MOLECULE_PADDING, Reject, Structure, from_ase, from_pymatgen
 
 __all__ = [
     "DuplicateIds",
+    "ParsedBatch",
     "RawItem",
     "ReadPolicy",
     "detect_format",
     "file_id",
     "iter_raw",
+    "iter_raw_chunks",
     "iter_structures",
+    "parse_batch",
     "parse_raw",
     "read_structures",
 ]
@@ -111,10 +115,50 @@ class DuplicateIds:
 def parse_raw(item: RawItem, policy: ReadPolicy | None = None) -> list[Structure | Reject]:
     """Parse one `RawItem` into structures (several for multi-frame files) or rejections."""
     policy = policy or ReadPolicy()
+    if item.format == "jsonl-block":  # (first line number, lines) of one file
+        first, block = item.payload
+        return [rec for number, line in enumerate(block, start=first) if line.strip()
+                for rec in parse_raw(RawItem(None, f"{item.source}:line {number}", "jsonl",
+                                             line), policy)]  # fmt: skip
     try:
         return list(_parse(item, policy))
     except (ValueError, TypeError) as exc:
         return [Reject(_reject_id(item), item.source, str(exc))]
+
+
+def parse_batch(items: Iterable[RawItem], policy: ReadPolicy | None = None) -> ParsedBatch:
+    """Parse many items (`iter_raw` or `iter_raw_chunks` output) into one `ParsedBatch`.
+
+    The same structures, rejections and order as `parse_raw` on each item; runs of
+    JSON-lines records are parsed in bulk (see ``fastgap.readers._batch``).
+    """
+    policy = policy or ReadPolicy()
+
+    def slow(line: bytes, source: str) -> list[Structure | Reject]:
+        return parse_raw(RawItem(None, source, "jsonl", line), policy)
+
+    parts: list[ParsedBatch] = []
+    lines: list[bytes] = []
+    sources: list[str] = []
+    for item in items:
+        if item.format == "jsonl-block":
+            first, block = item.payload
+            for number, line in enumerate(block, start=first):
+                if line.strip():
+                    lines.append(line)
+                    sources.append(f"{item.source}:line {number}")
+            continue
+        if item.format == "jsonl":
+            lines.append(item.payload)
+            sources.append(item.source)
+            continue
+        if lines:
+            parts.append(parse_lines(lines, sources, slow))
+            lines, sources = [], []
+        parts.append(from_records(parse_raw(item, policy)))
+    if lines:
+        parts.append(parse_lines(lines, sources, slow))
+    return collect(parts)
 
 
 def _reject_id(item: RawItem) -> str:

@@ -1,0 +1,153 @@
+"""Bulk parsing: many `RawItem`s -> one `StructureBatch` plus input-order records.
+
+JSON-lines crystal records take a vectorised path: each line is decoded and looked at once
+in Python (types, symbol -> atomic number through a dict), then the lattices and coordinates
+of the whole run of lines become two NumPy arrays and `batch_suspects` checks them in one go.
+Anything unusual (molecules, malformed or suspicious records, other formats) goes through
+`parse_raw`, the per-record reader, so reasons and results are the same on both paths.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from fastgap.structures import (
+    ATOMIC_NUMBERS,
+    Reject,
+    Structure,
+    StructureBatch,
+    _numeric_properties,
+    batch_suspects,
+)
+
+#: ``(kind, id, source, reason)`` per input record: kind "ok" (next batch row) or "reject".
+Record = tuple[str, str, str, str]
+
+
+@dataclass(eq=False)
+class ParsedBatch:
+    """Parsed structures of many raw items: ``records`` in input order, one per record;
+    the i-th "ok" record is row i of ``batch``."""
+
+    batch: StructureBatch
+    records: list[Record]
+
+
+def _empty_batch() -> StructureBatch:
+    return StructureBatch.from_structures([])
+
+
+def parse_lines(
+    lines: Sequence[bytes], sources: Sequence[str], slow: Callable[[bytes, str], list[Any]]
+) -> ParsedBatch:
+    """JSON-lines records (one per line, no blank lines) -> `ParsedBatch`.
+
+    ``slow(line, source)`` is the per-record reader (`parse_raw` on one line) used for
+    everything the fast path does not accept as certainly valid.
+    """
+    table = ATOMIC_NUMBERS
+    fast: list[int] = []  # positions handled by the vectorised path
+    ids, lats, fracs, zs, props = [], [], [], [], []
+    for pos, line in enumerate(lines):
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if type(rec) is not dict:
+            continue
+        rid, species = rec.get("id"), rec.get("species")
+        lat, frac, prop = rec.get("lattice"), rec.get("frac_coords"), rec.get("properties")
+        if not (type(rid) is str and rid and type(species) is list and species
+                and type(lat) is list and type(frac) is list and len(frac) == len(species)
+                and (prop is None or type(prop) is dict)):  # fmt: skip
+            continue
+        try:
+            z = [table[s] for s in species]
+        except (KeyError, TypeError):
+            continue
+        fast.append(pos)
+        ids.append(rid)
+        lats.append(lat)
+        fracs.append(frac)
+        zs.append(z)
+        props.append(prop)
+    batch, ok = _vectorise(ids, [sources[p] for p in fast], lats, fracs, zs, props)
+    return _merge(lines, sources, fast, batch, ok, slow)
+
+
+def _vectorise(ids: list[str], sources: list[str], lats: list[Any], fracs: list[Any],
+               zs: list[list[int]], props: list[Any]) -> tuple[StructureBatch, np.ndarray]:
+    """Arrays of the fast-path records and an (S,) bool mask of the rows that passed."""
+    s = len(ids)
+    counts = np.fromiter(map(len, zs), dtype=np.int64, count=s)
+    ptr = np.zeros(s + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    try:
+        lattices = np.array(lats, dtype=np.float64)
+        frac = np.array(list(itertools.chain.from_iterable(fracs)), dtype=np.float64)
+    except (TypeError, ValueError):  # a ragged or non-numeric record somewhere: go slow
+        return _empty_batch(), np.zeros(s, dtype=bool)
+    if lattices.shape != (s, 3, 3) or frac.shape != (int(ptr[-1]), 3):
+        return _empty_batch(), np.zeros(s, dtype=bool)
+    numbers = np.fromiter(itertools.chain.from_iterable(zs), dtype=np.int64, count=int(ptr[-1]))
+    pbc = np.ones((s, 3), dtype=bool)
+    ok = ~batch_suspects(lattices, frac, ptr, pbc)
+    batch = StructureBatch(ids, sources, lattices, frac, numbers, ptr, pbc,
+                           [_numeric_properties(p) for p in props])  # fmt: skip
+    return batch, ok
+
+
+def _merge(lines: Sequence[bytes], sources: Sequence[str], fast: list[int],
+           batch: StructureBatch, ok: np.ndarray, slow: Callable[[bytes, str], list[Any]],
+           ) -> ParsedBatch:  # fmt: skip
+    """Records in input order; rows the fast path did not pass are parsed one by one."""
+    if ok.all() and len(fast) == len(lines):
+        return ParsedBatch(batch, [("ok", i, s, "") for i, s in zip(batch.ids, batch.sources)])
+    row_of = {pos: row for row, pos in enumerate(fast) if ok[row]}
+    rows: list[int] = []  # batch row (>= 0) or -(1 + index into extra) per "ok" record
+    extra: list[Structure] = []
+    records: list[Record] = []
+    for pos, line in enumerate(lines):
+        if pos in row_of:
+            rows.append(row_of[pos])
+            records.append(("ok", batch.ids[row_of[pos]], sources[pos], ""))
+            continue
+        for rec in slow(line, sources[pos]):
+            if isinstance(rec, Reject):
+                records.append(("reject", rec.id, rec.source, rec.reason))
+            else:
+                rows.append(-1 - len(extra))
+                extra.append(rec)
+                records.append(("ok", rec.id, rec.source, ""))
+    both = StructureBatch.concat([batch, StructureBatch.from_structures(extra)])
+    order = np.array([r if r >= 0 else batch.n_structures - 1 - r for r in rows], dtype=np.int64)
+    return ParsedBatch(both.select(order), records)
+
+
+def collect(parts: list[ParsedBatch]) -> ParsedBatch:
+    """One `ParsedBatch` from several, in order."""
+    if not parts:
+        return ParsedBatch(_empty_batch(), [])
+    if len(parts) == 1:
+        return parts[0]
+    batch = StructureBatch.concat([p.batch for p in parts])
+    return ParsedBatch(batch, [r for p in parts for r in p.records])
+
+
+def from_records(records: list[Structure | Reject]) -> ParsedBatch:
+    """`ParsedBatch` of per-record reader output (structures and rejections, in order)."""
+    out: list[Record] = []
+    good: list[Structure] = []
+    for rec in records:
+        if isinstance(rec, Reject):
+            out.append(("reject", rec.id, rec.source, rec.reason))
+        else:
+            good.append(rec)
+            out.append(("ok", rec.id, rec.source, ""))
+    return ParsedBatch(StructureBatch.from_structures(good), out)
