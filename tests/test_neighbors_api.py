@@ -103,8 +103,8 @@ def test_missing_extension_is_an_error(backend, monkeypatch):
          "lattices: structure 1 has NaN or inf"),
         ({"frac_coords": np.array([[0.0, 0, 0], [0.5, 0.5, 0.5], [0.1, np.inf, 0.3]])},
          ValueError, "frac_coords: structure 1, atom 0 has NaN or inf"),
-        ({"numbers": np.array([11, 0, 29])}, ValueError, r"numbers: expected atomic numbers in "
-         r"1..118, structure 0, atom 1 has 0"),
+        ({"numbers": np.array([11, 0, 29])}, ValueError,
+         r"numbers: expected atomic numbers in 1..118, structure 0, atom 1 has 0"),
         ({"numbers": np.array([11, 17, 119])}, ValueError, "structure 1, atom 0 has 119"),
         ({"lattices": np.stack([np.eye(3), [[1, 0, 0], [0, 1, 0], [1, 1, 1e-7]]])},
          ValueError, "lattices: structure 1 is singular"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import sys
 from pathlib import Path
 
@@ -258,7 +259,7 @@ def test_supercell(backend):
     ref, got = _run(structures, backend), _run(supercells, backend)
     ptr = zoo.as_batch(structures)["atom_ptr"]
     # supercell atom (copy t, atom i) has the neighbour sequence of primitive atom i
-    rows = np.concatenate([np.tile(np.arange(a, b), 8) for a, b in zip(ptr[:-1], ptr[1:])])
+    rows = np.concatenate([np.tile(np.arange(a, b), 8) for a, b in itertools.pairwise(ptr)])
     assert_same_sequences(got, NeighborList(ref.numbers[rows], ref.distances[rows],
                                             ref.indices[rows], ref.images[rows],
                                             ref.counts[rows]))
@@ -277,7 +278,7 @@ def test_large_skewed_supercells(backend):
                             np.tile(s.numbers, rep**3)) for s in structures]
     ref, got = _run(structures, "reference"), _run(big, backend)
     ptr = zoo.as_batch(structures)["atom_ptr"]
-    rows = np.concatenate([np.tile(np.arange(a, b), rep**3) for a, b in zip(ptr[:-1], ptr[1:])])
+    rows = np.concatenate([np.tile(np.arange(a, b), rep**3) for a, b in itertools.pairwise(ptr)])
     assert_same_sequences(got, NeighborList(ref.numbers[rows], ref.distances[rows],
                                             ref.indices[rows], ref.images[rows],
                                             ref.counts[rows]))

@@ -6,14 +6,9 @@ import argparse
 
 import numpy as np
 
-help = "print the k nearest neighbours of every atom (contract order) of a structure file"
+from fastgap.neighbors import NeighborList
 
-_SYMBOLS = (
-    "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As "
-    "Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd "
-    "Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am "
-    "Cm Bk Cf Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og"
-).split()
+help = "print the k nearest neighbours of every atom (contract order) of a structure file"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,17 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also print neighbour index and lattice image of each entry")
 
 
-def format_lists(numbers: np.ndarray, nl, images: bool = False) -> str:  # noqa: ANN001
+def format_lists(numbers: np.ndarray, nl: NeighborList, images: bool = False) -> str:
     """One line per atom: 'i Z: Z@distance ...' (distances in Å, padding omitted)."""
+    from ase.data import chemical_symbols
+
     lines = []
     for i, z in enumerate(numbers):
         entries = []
         for m in range(int(nl.counts[i])):
-            entry = f"{_SYMBOLS[nl.numbers[i, m]]}@{nl.distances[i, m]:.4f}"
+            entry = f"{chemical_symbols[nl.numbers[i, m]]}@{nl.distances[i, m]:.4f}"
             if images:
                 entry += f"[{nl.indices[i, m]} {tuple(int(x) for x in nl.images[i, m])}]"
             entries.append(entry)
-        lines.append(f"{i:4d} {_SYMBOLS[int(z)]:<2}: " + " ".join(entries))
+        lines.append(f"{i:4d} {chemical_symbols[int(z)]:<2}: " + " ".join(entries))
     return "\n".join(lines)
 
 
