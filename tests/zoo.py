@@ -116,6 +116,9 @@ def _binaries() -> list[ZooStructure]:
               [11] * 4 + [17] * 4),
         _make("CsCl-negative", np.eye(3) * 4.12, [[-0.999, -3.0, 2.0], [-0.5, 10.5, -0.5]],
               [55, 17]),
+        # -1e-17 + 1 rounds to 1.0: wrapping must still land in [0, 1)
+        _make("CsCl-tiny-negative", np.eye(3) * 4.12, [[-1e-17, 0.0, -1e-300], [0.5, 0.5, 0.5]],
+              [55, 17]),
     ]
 
 

@@ -67,8 +67,13 @@ def knn_structure(lattice: np.ndarray, frac_coords: np.ndarray, numbers: np.ndar
                   pbc: np.ndarray, k: int, tie_tol: float) -> tuple[np.ndarray, ...]:
     """Neighbour lists of one validated structure; arrays as in `knn_batch` for N atoms."""
     n_atoms = frac_coords.shape[0]
-    shift = np.where(pbc, np.floor(frac_coords), 0.0).astype(np.int64)
+    shift = np.where(pbc, np.floor(frac_coords), 0.0)
     wrapped = frac_coords - shift
+    # a tiny negative coordinate wraps to exactly 1.0; keep wrapped values in [0, 1)
+    edge = wrapped >= 1.0
+    wrapped[edge] -= 1.0
+    shift[edge] += 1.0
+    shift = shift.astype(np.int64)
     out_numbers = np.zeros((n_atoms, k), np.int16)
     out_dist = np.full((n_atoms, k), np.inf)
     out_idx = np.full((n_atoms, k), -1, np.int32)
