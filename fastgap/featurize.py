@@ -23,16 +23,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fastgap.features import FeaturizedBatch, FeaturizerConfig, featurize_batch
 from fastgap.readers import DuplicateIds
-from fastgap.store import ATOM_SHARD, Store
+
+if TYPE_CHECKING:  # zarr stays out of the worker processes, which never write
+    from fastgap.store import Store
 
 REJECTS_NAME = "rejects.csv"
 REJECTS_HEADER = ("id", "source", "reason")
+#: Default atoms buffered per store commit: one atom shard of `fastgap.store` (2**19).
+FLUSH_ATOMS = 2**19
 
 
 @dataclass
@@ -54,7 +58,7 @@ class FeaturizeConfig:
     workers: int = 2
     chunk_size: int = 1000
     max_in_flight: int = 0
-    flush_atoms: int = ATOM_SHARD // 2
+    flush_atoms: int = FLUSH_ATOMS
     rejects: str | Path | None = None
     policy: Any = None
     progress: bool = True
@@ -262,6 +266,8 @@ class Committer:
 
 def open_run(out: str | Path, config: FeaturizeConfig) -> Committer:
     """Open (or create) the store, repair it, and load what earlier runs already did."""
+    from fastgap.store import Store
+
     out = Path(out)
     rejects = Path(config.rejects) if config.rejects is not None else out / REJECTS_NAME
     store = Store.open_append(out, config.featurizer)

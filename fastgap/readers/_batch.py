@@ -10,6 +10,7 @@ Anything unusual (molecules, malformed or suspicious records, other formats) goe
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,6 @@ from fastgap.structures import (
     Reject,
     Structure,
     StructureBatch,
-    _numeric_properties,
     batch_suspects,
 )
 
@@ -99,8 +99,19 @@ def _vectorise(ids: list[str], sources: list[str], lats: list[Any], fracs: list[
     pbc = np.ones((s, 3), dtype=bool)
     ok = ~batch_suspects(lattices, frac, ptr, pbc)
     batch = StructureBatch(ids, sources, lattices, frac, numbers, ptr, pbc,
-                           [_numeric_properties(p) for p in props])  # fmt: skip
+                           [_json_properties(p) for p in props])  # fmt: skip
     return batch, ok
+
+
+_NUMERIC_JSON = (float, int, bool)
+
+
+def _json_properties(properties: dict[str, Any] | None) -> dict[str, float]:
+    """`_numeric_properties` for decoded JSON objects (str keys, JSON value types)."""
+    if not properties:
+        return {}
+    return {k: (math.nan if v is None else float(v)) for k, v in properties.items()
+            if v is None or type(v) in _NUMERIC_JSON}  # fmt: skip
 
 
 def _merge(lines: Sequence[bytes], sources: Sequence[str], fast: list[int],
