@@ -28,10 +28,16 @@ constexpr double kMaxFrac = 1073741824.0;  // 2**30
 constexpr double kRadiusSafety = 1.12;
 constexpr int64_t kMaxRows = MAX_CANDIDATES * 64;
 
+// A (neighbour, image) pair inside the search sphere; the image is in the wrapped frame.
 struct Candidate {
-  double d2;  // squared distance in the rotated frame (selection only)
-  int32_t j;  // neighbour, local index
+  int32_t j;     // neighbour, local index
   int32_t n[3];  // lattice offset in the wrapped frame
+};
+
+// Exact distance of one candidate (index c into the candidate buffer); sorted by d.
+struct Key {
+  double d;
+  int32_t c;
 };
 
 struct Entry {
@@ -58,7 +64,24 @@ bool entry_less(const Entry& p, const Entry& q) {
   return std::lexicographical_compare(p.img, p.img + 3, q.img, q.img + 3);
 }
 
-// Reusable per-thread state; one structure at a time.
+// Insertion sort: the lists sorted here are a few dozen entries long, where it beats
+// std::sort's set-up; `less` is a strict weak order.
+template <typename T, typename Less>
+void small_sort(T* first, T* last, Less less) {
+  for (T* p = first + 1; p < last; ++p) {
+    T value = *p;
+    T* q = p;
+    for (; q > first && less(value, q[-1]); --q) *q = q[-1];
+    *q = value;
+  }
+}
+
+constexpr size_t kSmallSort = 48;
+
+inline bool key_less(const Key& p, const Key& q) { return p.d < q.d; }
+
+// Reusable per-thread state; one structure at a time. Buffers only grow, so the per-atom
+// loop allocates nothing once they have reached the batch's largest size.
 class Worker {
  public:
   Worker(const KnnInput& in, const KnnOutput& out) : in_(in), out_(out) {}
@@ -66,12 +89,16 @@ class Worker {
 
  private:
   void prepare(int64_t s);
+  void rotate_and_sort(double det, const double* len);
   void brute_force_candidates(int32_t i);
   void sphere_candidates(int32_t i, double radius);
-  // Fill sel_ sorted by exact distance, complete up to the end of the k-th entry's tie
-  // group; return that group's last distance (the last distance when fewer than k exist).
+  Candidate* reserve_row(int64_t count);
+  // Sort the candidates' exact distances (keys_) completely up to the end of the k-th
+  // entry's tie group; return that group's last distance (the last one when fewer than k
+  // candidates exist) and set head_ to the number of entries up to it.
   double rank_head(int32_t i);
-  void fill_entries(int32_t i, size_t count);
+  void check_min_distance(int32_t i) const;
+  void fill_entries(int32_t i);
   void order_groups(size_t limit);
   void process_atom(int32_t i);
   void write(int32_t i);
@@ -88,14 +115,17 @@ class Worker {
   double radius0_ = 0.0;
   std::vector<double> fw_;        // (n, 3) wrapped fractional coordinates
   std::vector<int32_t> shift_;    // (n, 3) floor of the input coordinates (periodic axes)
-  std::vector<double> pos_;       // (n, 3) rotated positions, z-sorted order
-  std::vector<double> zs_;        // (n,) z of pos_, ascending
+  std::vector<double> px_, py_, pz_;  // (n,) rotated positions in z-sorted order, pz_ ascending
   std::vector<int32_t> order_;    // z-sorted position -> local atom index
-  std::vector<Candidate> cands_;
-  std::vector<Entry> sel_;
+  std::vector<Candidate> cands_;  // [0, m_) are valid
+  size_t m_ = 0;
+  std::vector<Key> keys_;         // (m_,)
+  size_t head_ = 0;
+  std::vector<Entry> sel_;        // (head_,) in contract order after order_groups
 };
 
 void Worker::prepare(int64_t s) {
+  s_ = s;
   base_ = in_.atom_ptr[s];
   n_ = static_cast<int32_t>(in_.atom_ptr[s + 1] - base_);
   any_pbc_ = false;
@@ -156,7 +186,15 @@ void Worker::prepare(int64_t s) {
                   "closer than min_distance = %.6g A", v, len[v], in_.min_distance));
     }
   }
-  // Triangular frame: x along a, y in the (a, b) plane, z completes it with c_z > 0.
+  rotate_and_sort(det, len);
+}
+
+// Triangular frame: x along a, y in the (a, b) plane, z completes it with c_z > 0. Atoms
+// are stored by ascending z (structure of arrays) for the sphere slicing.
+void Worker::rotate_and_sort(double det, const double* len) {
+  const double* a = lat_;
+  const double* b = lat_ + 3;
+  const double* c = lat_ + 6;
   double ex[3] = {a[0] / len[0], a[1] / len[0], a[2] / len[0]};
   double bx = b[0] * ex[0] + b[1] * ex[1] + b[2] * ex[2];
   double bp[3] = {b[0] - bx * ex[0], b[1] - bx * ex[1], b[2] - bx * ex[2]};
@@ -172,41 +210,40 @@ void Worker::prepare(int64_t s) {
   tri_[4] = cy;
   tri_[5] = cz;
   order_.resize(n_);
-  std::vector<double>& zraw = zs_;
-  zraw.resize(n_);
+  pz_.resize(n_);
   for (int32_t i = 0; i < n_; ++i) {
     order_[i] = i;
-    zraw[i] = fw_[3 * i + 2] * cz;
+    pz_[i] = fw_[3 * i + 2] * cz;
   }
+  const std::vector<double>& zraw = pz_;
   std::sort(order_.begin(), order_.end(), [&](int32_t p, int32_t q) {
     return zraw[p] < zraw[q] || (zraw[p] == zraw[q] && p < q);
   });
-  pos_.resize(3 * size_t(n_));
+  px_.resize(n_);
+  py_.resize(n_);
   for (int32_t t = 0; t < n_; ++t) {
     const double* f = &fw_[3 * order_[t]];
-    pos_[3 * t] = f[0] * tri_[0] + f[1] * bx + f[2] * cx;
-    pos_[3 * t + 1] = f[1] * by + f[2] * cy;
-    pos_[3 * t + 2] = f[2] * cz;
+    px_[t] = f[0] * tri_[0] + f[1] * bx + f[2] * cx;
+    py_[t] = f[1] * by + f[2] * cy;
   }
-  for (int32_t t = 0; t < n_; ++t) zs_[t] = pos_[3 * t + 2];
-  double volume = std::fabs(det);
-  double per_atom = volume / n_;
+  for (int32_t t = 0; t < n_; ++t) pz_[t] = fw_[3 * order_[t] + 2] * cz;
+  double per_atom = std::fabs(det) / n_;
   radius0_ = kRadiusSafety * std::cbrt(3.0 * (in_.k + 1) * per_atom / (4.0 * kPi));
 }
 
+// Room for `count` more candidates; returns where they go.
+Candidate* Worker::reserve_row(int64_t count) {
+  const size_t need = m_ + static_cast<size_t>(count);
+  if (need > cands_.size()) cands_.resize(std::max(need, 2 * cands_.size() + 64));
+  return cands_.data() + m_;
+}
+
 void Worker::brute_force_candidates(int32_t i) {
-  cands_.clear();
-  const double* fi = &fw_[3 * i];
+  m_ = 0;
+  Candidate* out = reserve_row(n_);
   for (int32_t j = 0; j < n_; ++j) {
-    if (j == i) continue;
-    const double* fj = &fw_[3 * j];
-    double df[3] = {fj[0] - fi[0], fj[1] - fi[1], fj[2] - fi[2]};
-    double d2 = 0.0;
-    for (int a = 0; a < 3; ++a) {
-      double x = df[0] * lat_[a] + df[1] * lat_[3 + a] + df[2] * lat_[6 + a];
-      d2 += x * x;
-    }
-    cands_.push_back(Candidate{d2, j, {0, 0, 0}});
+    out[m_] = Candidate{j, {0, 0, 0}};
+    m_ += j != i;
   }
 }
 
@@ -234,8 +271,12 @@ inline bool offset_range(bool periodic, double d0, double inv_step, double r, in
   return lo <= hi;
 }
 
+// Every (neighbour, image) within `radius` of atom i (up to rounding at the surface, which
+// the radius test in process_atom absorbs), except the atom itself at image 0. The sphere
+// is sliced along z (a window of the z-sorted atoms per c-offset), then y, then x; the
+// x-offsets of a row come from the row's half-width, so no point is tested one by one.
 void Worker::sphere_candidates(int32_t i, double radius) {
-  cands_.clear();
+  m_ = 0;
   const double ax = tri_[0], bx = tri_[1], by = tri_[2], cx = tri_[3], cy = tri_[4],
                cz = tri_[5];
   const double r2 = radius * radius;
@@ -244,46 +285,47 @@ void Worker::sphere_candidates(int32_t i, double radius) {
   const double xi = fi[0] * ax + fi[1] * bx + fi[2] * cx;
   const double yi = fi[1] * by + fi[2] * cy;
   const double zi = fi[2] * cz;
-  int64_t nc_lo, nc_hi;
+  int64_t nc_lo = 0, nc_hi = 0;
   if (pbc_[2]) {
-    nc_lo = static_cast<int64_t>(std::ceil((-radius - (zs_.back() - zi)) / cz));
-    nc_hi = static_cast<int64_t>(std::floor((radius - (zs_.front() - zi)) / cz));
-  } else {
-    nc_lo = nc_hi = 0;
+    nc_lo = static_cast<int64_t>(std::ceil((-radius - (pz_.back() - zi)) / cz));
+    nc_hi = static_cast<int64_t>(std::floor((radius - (pz_.front() - zi)) / cz));
   }
   int64_t rows = 0;
   for (int64_t nc = nc_lo; nc <= nc_hi; ++nc) {
     const double zc = zi - nc * cz;  // neighbours need z in [zc - r, zc + r]
-    size_t t0 = std::lower_bound(zs_.begin(), zs_.end(), zc - radius) - zs_.begin();
-    size_t t1 = std::upper_bound(zs_.begin(), zs_.end(), zc + radius) - zs_.begin();
+    const size_t t0 = std::lower_bound(pz_.begin(), pz_.end(), zc - radius) - pz_.begin();
+    const size_t t1 = std::upper_bound(pz_.begin(), pz_.end(), zc + radius) - pz_.begin();
     rows += int64_t(t1 - t0) + 1;
     for (size_t t = t0; t < t1; ++t) {
-      const double* p = &pos_[3 * t];
-      const double dz = p[2] - zc;
+      const double dz = pz_[t] - zc;
       const double rem = r2 - dz * dz;
       if (rem < 0.0) continue;
-      const double dy0 = p[1] - yi + nc * cy;
+      const double dy0 = py_[t] - yi + nc * cy;
       int64_t nb_lo, nb_hi;
       if (!offset_range(pbc_[1], dy0, inv_by, std::sqrt(rem), nb_lo, nb_hi)) continue;
       const int32_t j = order_[t];
       rows += nb_hi - nb_lo + 1;
+      const double dx00 = px_[t] - xi + nc * cx;
       for (int64_t nb = nb_lo; nb <= nb_hi; ++nb) {
         const double dy = dy0 + nb * by;
         const double rem2 = rem - dy * dy;
         if (rem2 < 0.0) continue;
-        const double dx0 = p[0] - xi + nc * cx + nb * bx;
+        const double dx0 = dx00 + nb * bx;
         int64_t na_lo, na_hi;
         if (!offset_range(pbc_[0], dx0, inv_ax, std::sqrt(rem2), na_lo, na_hi)) continue;
-        for (int64_t na = na_lo; na <= na_hi; ++na) {
-          const double dx = dx0 + na * ax;
-          const double d2 = dx * dx + dy * dy + dz * dz;
-          if (d2 > r2) continue;
-          if (j == i && na == 0 && nb == 0 && nc == 0) continue;
-          cands_.push_back(Candidate{d2, j, {int32_t(na), int32_t(nb), int32_t(nc)}});
+        Candidate* out = reserve_row(na_hi - na_lo + 1);
+        for (int64_t na = na_lo; na <= na_hi; ++na)
+          *out++ = Candidate{j, {int32_t(na), int32_t(nb), int32_t(nc)}};
+        const size_t end = out - cands_.data();
+        if (j == i && nb == 0 && nc == 0 && na_lo <= 0 && na_hi >= 0) {
+          cands_[m_ - na_lo] = cands_[end - 1];  // drop the atom itself
+          m_ = end - 1;
+        } else {
+          m_ = end;
         }
       }
     }
-    if (int64_t(cands_.size()) > MAX_CANDIDATES || rows > kMaxRows) {
+    if (int64_t(m_) > MAX_CANDIDATES || rows > kMaxRows) {
       fail(s_, "neighbour search for atom " + std::to_string(i) + " exceeds MAX_CANDIDATES" +
                    fmt(" (radius %.6g A); the lattice is too thin or the atoms too dense",
                        radius));
@@ -291,67 +333,94 @@ void Worker::sphere_candidates(int32_t i, double radius) {
   }
 }
 
-void Worker::fill_entries(int32_t i, size_t count) {
-  sel_.resize(count);
+double Worker::rank_head(int32_t i) {
+  const size_t m = m_;
+  const size_t k = static_cast<size_t>(in_.k);
+  const double tol = in_.tie_tol;
+  if (keys_.size() < m) keys_.resize(std::max(m, 2 * keys_.size()));
+  Key* keys = keys_.data();
+  // Exact distances, in the input frame as the contract states.
   const double* fi = &fw_[3 * i];
-  const int32_t* si = &shift_[3 * i];
-  for (size_t t = 0; t < count; ++t) {
+  const double* L = lat_;
+  for (size_t t = 0; t < m; ++t) {
     const Candidate& c = cands_[t];
     const double* fj = &fw_[3 * c.j];
-    const int32_t* sj = &shift_[3 * c.j];
-    double df[3] = {fj[0] + c.n[0] - fi[0], fj[1] + c.n[1] - fi[1], fj[2] + c.n[2] - fi[2]};
-    double d2 = 0.0;
-    for (int a = 0; a < 3; ++a) {
-      double x = df[0] * lat_[a] + df[1] * lat_[3 + a] + df[2] * lat_[6 + a];
-      d2 += x * x;
+    const double d0 = fj[0] + c.n[0] - fi[0], d1 = fj[1] + c.n[1] - fi[1],
+                 d2 = fj[2] + c.n[2] - fi[2];
+    const double x = d0 * L[0] + d1 * L[3] + d2 * L[6];
+    const double y = d0 * L[1] + d1 * L[4] + d2 * L[7];
+    const double z = d0 * L[2] + d1 * L[5] + d2 * L[8];
+    keys[t] = Key{std::sqrt(x * x + y * y + z * z), int32_t(t)};
+  }
+  if (m <= k) {
+    small_sort(keys, keys + m, key_less);
+    head_ = m;
+    return m == 0 ? 0.0 : keys[m - 1].d;
+  }
+  // Select the k-th, then sort only the entries that may share its tie group.
+  std::nth_element(keys, keys + (k - 1), keys + m, key_less);
+  double thr = keys[k - 1].d + 64.0 * tol;
+  size_t p = k;  // keys[0, p) hold every distance <= thr
+  for (;;) {
+    p = std::partition(keys + p, keys + m, [thr](const Key& q) { return q.d <= thr; }) - keys;
+    if (p <= kSmallSort) {
+      small_sort(keys, keys + p, key_less);
+    } else {
+      std::sort(keys, keys + p, key_less);
     }
+    size_t g = k - 1;
+    while (g + 1 < p && keys[g + 1].d - keys[g].d <= tol) ++g;
+    // Keys beyond p are > thr, so the group is complete when its end is within tol of thr.
+    if (g + 1 < p || p == m || keys[g].d + tol <= thr) {
+      head_ = g + 1;
+      return keys[g].d;
+    }
+    thr = keys[g].d + 64.0 * tol;
+  }
+}
+
+void Worker::check_min_distance(int32_t i) const {
+  if (m_ == 0 || !(keys_[0].d < in_.min_distance)) return;
+  const Candidate& c = cands_[keys_[0].c];
+  int32_t img[3];
+  for (int a = 0; a < 3; ++a) img[a] = c.n[a] - shift_[3 * c.j + a] + shift_[3 * i + a];
+  std::string who = c.j == i ? "atom " + std::to_string(i) + " and its own image"
+                             : "atoms " + std::to_string(i) + " and " + std::to_string(c.j);
+  fail(s_, who + " (image (" + std::to_string(img[0]) + ", " + std::to_string(img[1]) +
+               ", " + std::to_string(img[2]) + "))" +
+               fmt(" are %.6g A apart, closer than min_distance = %.6g A", keys_[0].d,
+                   in_.min_distance));
+}
+
+void Worker::fill_entries(int32_t i) {
+  if (sel_.size() < head_) sel_.resize(std::max(head_, 2 * sel_.size()));
+  const int32_t* si = &shift_[3 * i];
+  const int32_t* numbers = in_.numbers + base_;
+  for (size_t t = 0; t < head_; ++t) {
+    const Candidate& c = cands_[keys_[t].c];
+    const int32_t* sj = &shift_[3 * c.j];
     Entry& e = sel_[t];
-    e.d = std::sqrt(d2);
-    e.z = in_.numbers[base_ + c.j];
+    e.d = keys_[t].d;
+    e.z = numbers[c.j];
     e.j = c.j;
     for (int a = 0; a < 3; ++a) e.img[a] = c.n[a] - sj[a] + si[a];
   }
-  std::sort(sel_.begin(), sel_.end(),
-            [](const Entry& p, const Entry& q) { return p.d < q.d; });
 }
 
 // Reorder the tie groups that start before `limit` by (Z, distance, index, image).
 void Worker::order_groups(size_t limit) {
   size_t start = 0;
-  const size_t m = sel_.size();
+  const size_t m = head_;
+  Entry* sel = sel_.data();
   while (start < limit && start < m) {
     size_t end = start + 1;
-    while (end < m && sel_[end].d - sel_[end - 1].d <= in_.tie_tol) ++end;
-    if (end - start > 1) std::sort(sel_.begin() + start, sel_.begin() + end, entry_less);
+    while (end < m && sel[end].d - sel[end - 1].d <= in_.tie_tol) ++end;
+    if (end - start > kSmallSort) {
+      std::sort(sel + start, sel + end, entry_less);
+    } else if (end - start > 1) {
+      small_sort(sel + start, sel + end, entry_less);
+    }
     start = end;
-  }
-}
-
-double Worker::rank_head(int32_t i) {
-  const size_t m = cands_.size();
-  const size_t k = static_cast<size_t>(in_.k);
-  const double tol = in_.tie_tol;
-  if (m <= k) {
-    fill_entries(i, m);
-    return sel_.empty() ? 0.0 : sel_.back().d;
-  }
-  std::nth_element(cands_.begin(), cands_.begin() + (k - 1), cands_.end(),
-                   [](const Candidate& p, const Candidate& q) { return p.d2 < q.d2; });
-  double dk = std::sqrt(cands_[k - 1].d2);
-  double thr = dk * (1.0 + 1e-9) + 16.0 * tol + 1e-12;
-  size_t p = k;  // cands_[0, p) take part in the exact ordering
-  for (;;) {
-    const double thr2 = thr * thr;
-    p = std::partition(cands_.begin() + p, cands_.end(),
-                       [thr2](const Candidate& c) { return c.d2 <= thr2; }) -
-        cands_.begin();
-    fill_entries(i, p);
-    size_t g = k - 1;
-    while (g + 1 < p && sel_[g + 1].d - sel_[g].d <= tol) ++g;
-    const double last = sel_[g].d;
-    // Excluded candidates lie beyond thr (up to rounding between the two frames).
-    if (g + 1 < p || p == m || last + tol < thr * (1.0 - 1e-9)) return last;
-    thr = last * (1.0 + 1e-9) + 16.0 * tol + thr * 1e-9 + 1e-12;
   }
 }
 
@@ -365,9 +434,8 @@ void Worker::process_atom(int32_t i) {
       break;
     }
     sphere_candidates(i, radius);
-    const size_t m = cands_.size();
-    if (m < k) {
-      radius *= std::max(1.25, 1.1 * std::cbrt((k + 1.0) / (m + 1.0)));
+    if (m_ < k) {
+      radius *= std::max(1.25, 1.1 * std::cbrt((k + 1.0) / (m_ + 1.0)));
       continue;
     }
     const double last = rank_head(i);
@@ -375,23 +443,16 @@ void Worker::process_atom(int32_t i) {
     if (last + in_.tie_tol + 1e-9 * radius < radius) break;
     radius = std::max(1.25 * radius, last + in_.tie_tol + 0.1 * radius);
   }
-  if (!sel_.empty() && sel_[0].d < in_.min_distance) {
-    const Entry& e = sel_[0];
-    std::string who = e.j == i ? "atom " + std::to_string(i) + " and its own image"
-                               : "atoms " + std::to_string(i) + " and " + std::to_string(e.j);
-    fail(s_, who + " (image (" + std::to_string(e.img[0]) + ", " + std::to_string(e.img[1]) +
-                 ", " + std::to_string(e.img[2]) + "))" +
-                 fmt(" are %.6g A apart, closer than min_distance = %.6g A", e.d,
-                     in_.min_distance));
-  }
-  order_groups(std::min(k, sel_.size()));
+  check_min_distance(i);
+  fill_entries(i);
+  order_groups(std::min(k, head_));
   write(i);
 }
 
 void Worker::write(int32_t i) {
   const size_t k = static_cast<size_t>(in_.k);
   const size_t row = static_cast<size_t>(base_ + i);
-  const size_t count = std::min(k, sel_.size());
+  const size_t count = std::min(k, head_);
   int16_t* numbers = out_.numbers + row * k;
   double* distances = out_.distances + row * k;
   int32_t* indices = out_.indices + row * k;
@@ -415,7 +476,6 @@ void Worker::write(int32_t i) {
 }
 
 void Worker::run(int64_t s) {
-  s_ = s;
   prepare(s);
   for (int32_t i = 0; i < n_; ++i) process_atom(i);
 }
