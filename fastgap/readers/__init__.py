@@ -25,7 +25,13 @@ from typing import Any
 
 import orjson
 
-from fastgap.readers._batch import ParsedBatch, collect, from_records, parse_lines
+from fastgap.readers._batch import (
+    ParsedBatch,
+    collect,
+    from_records,
+    from_unchecked,
+    parse_lines,
+)
 from fastgap.readers._cif import majority_species, parse_cif
 from fastgap.readers._formats import (
     parse_extxyz,
@@ -140,25 +146,48 @@ def parse_batch(items: Iterable[RawItem], policy: ReadPolicy | None = None) -> P
     parts: list[ParsedBatch] = []
     lines: list[bytes] = []
     sources: list[str] = []
+    cifs: list[list[Structure] | Reject] = []
+
+    def settle() -> None:  # the pending runs of lines and CIFs, in input order
+        nonlocal lines, sources, cifs
+        if lines:
+            parts.append(parse_lines(lines, sources, slow))
+        if cifs:
+            parts.append(from_unchecked(cifs))
+        lines, sources, cifs = [], [], []
+
     for item in items:
-        if item.format == "jsonl-block":
+        if item.format in ("jsonl-block", "jsonl"):
+            if cifs:
+                settle()
+            if item.format == "jsonl":
+                lines.append(item.payload)
+                sources.append(item.source)
+                continue
             first, block = item.payload
             for number, line in enumerate(block, start=first):
                 if line.strip():
                     lines.append(line)
                     sources.append(f"{item.source}:line {number}")
-            continue
-        if item.format == "jsonl":
-            lines.append(item.payload)
-            sources.append(item.source)
-            continue
-        if lines:
-            parts.append(parse_lines(lines, sources, slow))
-            lines, sources = [], []
-        parts.append(from_records(parse_raw(item, policy)))
-    if lines:
-        parts.append(parse_lines(lines, sources, slow))
+        elif item.format == "cif" and item.id is not None:
+            if lines:
+                settle()
+            cifs.append(_parse_cif_unchecked(item, policy))
+        else:
+            settle()
+            parts.append(from_records(parse_raw(item, policy)))
+    settle()
     return collect(parts)
+
+
+def _parse_cif_unchecked(item: RawItem, policy: ReadPolicy) -> list[Structure] | Reject:
+    """`parse_raw` of a CIF item, leaving `Structure.validate` of gemmi results to the caller."""
+    try:
+        text = _text(item.payload)
+        return parse_cif(text, str(item.id), item.source, policy.cif_engine, policy.disorder,
+                         check=False)  # fmt: skip
+    except (ValueError, TypeError) as exc:
+        return Reject(_reject_id(item), item.source, str(exc))
 
 
 def _reject_id(item: RawItem) -> str:

@@ -77,30 +77,51 @@ def parse_lines(
         fracs.append(frac)
         zs.append(z)
         props.append(prop)
-    batch, ok = _vectorise(ids, [sources[p] for p in fast], lats, fracs, zs, props)
+    arrays = _arrays(lats, fracs, zs)
+    if arrays is None:  # a ragged or non-numeric record: leave it to `slow`, retry the rest
+        rows = [i for i, (lat, frac) in enumerate(zip(lats, fracs)) if _well_shaped(lat, frac)]
+        fast, ids, lats, fracs, zs, props = ([x[i] for i in rows]
+                                             for x in (fast, ids, lats, fracs, zs, props))
+        arrays = _arrays(lats, fracs, zs)
+    batch, ok = _vectorise(ids, [sources[p] for p in fast], arrays, props)
     return _merge(lines, sources, fast, batch, ok, slow)
 
 
-def _vectorise(ids: list[str], sources: list[str], lats: list[Any], fracs: list[Any],
-               zs: list[list[int]], props: list[Any]) -> tuple[StructureBatch, np.ndarray]:
-    """Arrays of the fast-path records and an (S,) bool mask of the rows that passed."""
-    s = len(ids)
-    counts = np.fromiter(map(len, zs), dtype=np.int64, count=s)
-    ptr = np.zeros(s + 1, dtype=np.int64)
-    np.cumsum(counts, out=ptr[1:])
-    try:
-        lattices = np.array(lats, dtype=np.float64)
-        frac = np.array(list(itertools.chain.from_iterable(fracs)), dtype=np.float64)
-    except (TypeError, ValueError):  # a ragged or non-numeric record somewhere: go slow
-        return _empty_batch(), np.zeros(s, dtype=bool)
-    if lattices.shape != (s, 3, 3) or frac.shape != (int(ptr[-1]), 3):
-        return _empty_batch(), np.zeros(s, dtype=bool)
-    numbers = np.fromiter(itertools.chain.from_iterable(zs), dtype=np.int64, count=int(ptr[-1]))
-    pbc = np.ones((s, 3), dtype=bool)
+def _vectorise(ids: list[str], sources: list[str], arrays: tuple[np.ndarray, ...] | None,
+               props: list[Any]) -> tuple[StructureBatch, np.ndarray]:
+    """The fast-path batch and an (S,) bool mask of the rows that passed the checks."""
+    if arrays is None:
+        return _empty_batch(), np.zeros(len(ids), dtype=bool)
+    lattices, frac, numbers, ptr = arrays
+    pbc = np.ones((len(ids), 3), dtype=bool)
     ok = ~batch_suspects(lattices, frac, ptr, pbc)
     batch = StructureBatch(ids, sources, lattices, frac, numbers, ptr, pbc,
                            [_json_properties(p) for p in props])  # fmt: skip
     return batch, ok
+
+
+def _arrays(lats: list[Any], fracs: list[Any], zs: list[list[int]]) -> tuple[np.ndarray, ...] | None:
+    """(lattices (S, 3, 3), frac (A, 3), numbers (A,), atom_ptr (S+1,)), or None if ragged."""
+    s = len(lats)
+    ptr = np.zeros(s + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, zs), dtype=np.int64, count=s), out=ptr[1:])
+    try:
+        lattices = np.array(lats, dtype=np.float64)
+        frac = np.array(list(itertools.chain.from_iterable(fracs)), dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if lattices.shape != (s, 3, 3) or frac.shape != (int(ptr[-1]), 3):
+        return None
+    numbers = np.fromiter(itertools.chain.from_iterable(zs), dtype=np.int64, count=int(ptr[-1]))
+    return lattices, frac, numbers, ptr
+
+
+def _well_shaped(lat: Any, frac: Any) -> bool:
+    try:
+        return (np.array(lat, dtype=np.float64).shape == (3, 3)
+                and np.array(frac, dtype=np.float64).shape == (len(frac), 3))  # fmt: skip
+    except (TypeError, ValueError):
+        return False
 
 
 _NUMERIC_JSON = (float, int, bool)
@@ -162,3 +183,43 @@ def from_records(records: list[Structure | Reject]) -> ParsedBatch:
             good.append(rec)
             out.append(("ok", rec.id, rec.source, ""))
     return ParsedBatch(StructureBatch.from_structures(good), out)
+
+
+def from_unchecked(groups: list[list[Structure] | Reject]) -> ParsedBatch:
+    """`ParsedBatch` of per-item reader output whose structures were not validated yet.
+
+    One entry per raw item: its structures (not yet `Structure.validate`-d) or its
+    rejection. The structures are checked together with `batch_suspects`; a suspect one is
+    validated alone, and if that fails the whole item is rejected with the reason, exactly
+    as the per-item reader would have done.
+    """
+    candidates = [s for g in groups if not isinstance(g, Reject) for s in g]
+    batch = StructureBatch.from_structures(candidates)
+    suspect = np.zeros(len(candidates), dtype=bool)
+    if candidates:
+        suspect = batch_suspects(batch.lattices, batch.frac_coords, batch.atom_ptr, batch.pbc)
+    records: list[Record] = []
+    keep: list[int] = []
+    row = 0
+    for group in groups:
+        if isinstance(group, Reject):
+            records.append(("reject", group.id, group.source, group.reason))
+            continue
+        rows = range(row, row + len(group))
+        row += len(group)
+        reason = _first_failure([candidates[r] for r in rows if suspect[r]])
+        if reason is not None:
+            records.append(("reject", reason.id, reason.source, reason.reason))
+            continue
+        keep.extend(rows)
+        records.extend(("ok", s.id, s.source, "") for s in group)
+    return ParsedBatch(batch if len(keep) == len(candidates) else batch.select(keep), records)
+
+
+def _first_failure(structures: list[Structure]) -> Reject | None:
+    for s in structures:
+        try:
+            s.validate()
+        except (ValueError, TypeError) as exc:
+            return Reject(s.id, s.source, str(exc))
+    return None

@@ -50,11 +50,15 @@ def lattice_from_parameters(
     )
 
 
-def parse_cif(text: str, id: str, source: str, engine: str, disorder: str) -> list[Structure]:
+def parse_cif(
+    text: str, id: str, source: str, engine: str, disorder: str, *, check: bool = True
+) -> list[Structure]:
     """One `Structure` per data block (ids ``<id>:<block>`` when there are several).
 
     ``engine``: "auto" (gemmi, then pymatgen if gemmi cannot parse), "gemmi" or "pymatgen".
-    ``disorder``: "reject" or "majority" (see `ReadPolicy`).
+    ``disorder``: "reject" or "majority" (see `ReadPolicy`). ``check=False`` leaves
+    `Structure.validate` of gemmi results to the caller (bulk parsing validates a whole
+    batch at once).
     """
     if engine in ("auto", "gemmi"):
         try:
@@ -67,7 +71,7 @@ def parse_cif(text: str, id: str, source: str, engine: str, disorder: str) -> li
             except CannotRead as exc2:
                 raise ValueError(f"CIF: neither gemmi ({exc}) nor pymatgen ({exc2}) can read it")
         ids = _block_ids(id, [name for name, _ in blocks])
-        return [_from_gemmi(ss, i, source, disorder) for (_, ss), i in zip(blocks, ids)]
+        return [_from_gemmi(ss, i, source, disorder, check) for (_, ss), i in zip(blocks, ids)]
     try:
         return _parse_pymatgen(text, id, source, disorder)
     except CannotRead as exc:
@@ -99,23 +103,27 @@ def _gemmi_blocks(text: str) -> list[tuple[str, Any]]:
     return blocks
 
 
-def _from_gemmi(ss: Any, id: str, source: str, disorder: str) -> Structure:
-    sites = list(ss.sites)
+def _from_gemmi(ss: Any, id: str, source: str, disorder: str, check: bool = True) -> Structure:
+    sites = ss.sites
     if not sites:
         raise ValueError(f"CIF: block {ss.name!r} has no atom sites")
-    for site in sites:
-        if site.element.atomic_number == 0:
-            raise ValueError(f"species: unknown element {site.type_symbol or site.label!r}")
-    frac = np.array([site.fract.tolist() for site in sites], dtype=np.float64)  # (S, 3)
-    numbers = np.array([site.element.atomic_number for site in sites], dtype=np.int64)
-    occ = np.array([site.occ for site in sites], dtype=np.float64)
+    rows = np.array([(*site.fract.tolist(), site.element.atomic_number, site.occ)
+                     for site in sites], dtype=np.float64)  # (S, 5)  # fmt: skip
+    numbers = rows[:, 3].astype(np.int64)
+    if not numbers.all():
+        site = sites[int(np.flatnonzero(numbers == 0)[0])]
+        raise ValueError(f"species: unknown element {site.type_symbol or site.label!r}")
+    frac, occ = rows[:, :3].copy(), rows[:, 4]
     for ideal in (1.0 / 3.0, 2.0 / 3.0):
         frac[np.abs(frac / ideal - 1.0) <= IDEAL_FRACTION_TOLERANCE] = ideal
-    frac, numbers = _resolve_disorder(frac, numbers, occ, [s.label for s in sites], disorder)
+    frac, numbers = _resolve_disorder(frac, numbers, occ, sites, disorder)
     frac, numbers = _expand(frac, numbers, _gemmi_ops(ss))
     cell = ss.cell
     lattice = lattice_from_parameters(cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
-    return make_structure(id, lattice, frac, numbers, True, None, source)
+    if check:
+        return make_structure(id, lattice, frac, numbers, True, None, source)
+    frac = np.ascontiguousarray(frac, dtype=np.float64).reshape(-1, 3)
+    return Structure(id, lattice, frac, numbers.astype(np.int64), (True, True, True), {}, source)
 
 
 def _gemmi_ops(ss: Any) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -128,12 +136,14 @@ def _gemmi_ops(ss: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         ops = list(ss.spacegroup.operations())
     else:
         return []
+    if len(ops) == 1 and ops[0].triplet() == "x,y,z":
+        return []  # P1 as written by most tools: nothing to expand
     den = float(gemmi.Op.DEN)
     return [(np.array(op.rot) / den, np.array(op.tran) / den) for op in ops]
 
 
 def _resolve_disorder(
-    frac: np.ndarray, numbers: np.ndarray, occ: np.ndarray, labels: list[str], disorder: str
+    frac: np.ndarray, numbers: np.ndarray, occ: np.ndarray, sites: Any, disorder: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reject partial occupancy, or keep the majority species of each position ("majority")."""
     partial = occ < 1.0 - OCCUPANCY_TOLERANCE
@@ -142,7 +152,7 @@ def _resolve_disorder(
     if disorder != "majority":
         i = int(np.flatnonzero(partial)[0])
         raise ValueError(
-            f"disorder: site {labels[i]!r} is partially occupied (occupancy {occ[i]:g}); "
+            f"disorder: site {sites[i].label!r} is partially occupied (occupancy {occ[i]:g}); "
             "ReadPolicy(disorder='majority') keeps the majority species"
         )
     keys = [tuple(np.round(np.mod(f, 1.0) / SITE_TOLERANCE).astype(np.int64)) for f in frac]
