@@ -38,6 +38,7 @@ DEFAULT_PATH = REPO.parent / "shared" / "data" / "mp_gap36k" / "structures.jsonl
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 SECTION = "## Neighbour lists"
 K = 19
+SCALING_SIZES = ((4, 4, 4), (5, 5, 5), (5, 5, 10), (10, 10, 5))  # 256 .. 2000 atoms
 TIE_TOL = 2.0**-15
 
 
@@ -87,15 +88,20 @@ def load(path: Path, limit: int | None) -> Batch:
                  np.ones((s, 3), dtype=bool))
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """One warm-up call, then the median wall time of `repeats` calls."""
+def median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """One warm-up call, then the median (wall, process CPU) seconds of `repeats` calls.
+
+    CPU time counts every thread of this process, so on a loaded machine it is the fairer
+    per-core figure; wall time includes waiting for the other jobs.
+    """
     fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def fastgap_cpp(batch: Batch, threads: int) -> tuple:
@@ -103,6 +109,41 @@ def fastgap_cpp(batch: Batch, threads: int) -> tuple:
 
     return _core.knn_batch(batch.lattices, batch.frac, batch.numbers, batch.atom_ptr,
                            batch.pbc, K, threads, TIE_TOL, 0.5)
+
+
+def fastgap_api(batch: Batch) -> object:
+    """The public path: validation in Python, then the C++ core, 1 thread."""
+    import fastgap
+
+    return fastgap.neighbor_lists_batch(batch.lattices, batch.frac, batch.numbers,
+                                        batch.atom_ptr, k=K, pbc=batch.pbc, num_threads=1)
+
+
+def supercell(reps: tuple[int, int, int], seed: int = 0) -> Batch:
+    """An fcc Cu supercell (a = 3.6 Å) of 4 * prod(reps) atoms, every atom displaced by up
+    to 0.05 Å along each axis (a fixed seed), so ties are rare."""
+    rng = np.random.default_rng(seed)
+    base = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    grid = np.array([(x, y, z) for x in range(reps[0]) for y in range(reps[1])
+                     for z in range(reps[2])])
+    frac = ((grid[:, None, :] + base[None]) / np.array(reps)).reshape(-1, 3)  # (A, 3)
+    lattice = np.diag(3.6 * np.array(reps, dtype=float))
+    frac = frac + rng.uniform(-0.05, 0.05, frac.shape) / np.diag(lattice)
+    a = len(frac)
+    return Batch(lattice[None], frac, np.full(a, 29, np.int32), np.array([0, a], np.int64),
+                 np.ones((1, 3), bool))
+
+
+def scaling(sizes: tuple[tuple[int, int, int], ...], repeats: int) -> list[tuple[int, float, float]]:
+    """Rows (atoms, median wall s, median CPU s) of the C++ core on one large cell each."""
+    rows = []
+    for n in sizes:
+        cell = supercell(n)
+        wall, cpu = median_seconds(lambda cell=cell: fastgap_cpp(cell, 1), repeats)
+        rows.append((cell.n_atoms, wall, cpu))
+        print(f"one cell of {cell.n_atoms:6d} atoms: {wall:.4f} s wall, {cpu:.4f} s CPU, "
+              f"{cell.n_atoms / cpu:,.0f} atoms/s CPU", flush=True)
+    return rows
 
 
 def fastgap_numba(batch: Batch) -> object:
@@ -216,7 +257,7 @@ def check_against_pymatgen(batch: Batch) -> str:
 def machine_line() -> str:
     from fastgap import _core
 
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines()
                   if ln.startswith("Model name")), platform.processor())
     versions = ", ".join(f"{p} {_version(p)}" for p in ("numpy", "numba", "pymatgen-core",
@@ -237,18 +278,23 @@ def _version(package: str) -> str:
 
 def has_numba_backend() -> bool:
     try:
-        import fastgap.neighbors as neighbors
+        from fastgap import neighbors
     except ImportError:
         return False
     return "numba" in getattr(neighbors, "BACKENDS", ())
 
 
-def measure(batch: Batch, peers: Batch, repeats: int) -> list[tuple[str, int, int, float]]:
-    """Rows (method, structures, atoms, median seconds)."""
+Row = tuple[str, int, int, float, float]
+
+
+def measure(batch: Batch, peers: Batch, repeats: int) -> list[Row]:
+    """Rows (method, structures, atoms, median wall seconds, median CPU seconds)."""
 
     all_threads = os.cpu_count() or 1
     cases: list[tuple[str, Batch, Callable[[], object], int]] = [
         ("fastgap C++, 1 thread", batch, lambda: fastgap_cpp(batch, 1), repeats),
+        ("fastgap neighbor_lists_batch (C++, 1 thread)", batch, lambda: fastgap_api(batch),
+         repeats),
         (f"fastgap C++, {all_threads} threads", batch, lambda: fastgap_cpp(batch, 0), repeats),
         ("fastgap C++, 1 thread (peer subset)", peers, lambda: fastgap_cpp(peers, 1), repeats),
     ]
@@ -262,21 +308,31 @@ def measure(batch: Batch, peers: Batch, repeats: int) -> list[tuple[str, int, in
     ]
     rows = []
     for name, data, fn, reps in cases:
-        seconds = median_seconds(fn, reps)
-        rows.append((name, len(data.lattices), data.n_atoms, seconds))
-        print(f"{name:40s} {len(data.lattices):7d} {data.n_atoms:8d} {seconds:9.4f} s "
-              f"{data.n_atoms / seconds:12,.0f} atoms/s", flush=True)
+        wall, cpu = median_seconds(fn, reps)
+        rows.append((name, len(data.lattices), data.n_atoms, wall, cpu))
+        print(f"{name:46s} {len(data.lattices):6d} {data.n_atoms:7d} {wall:8.4f} s wall "
+              f"{data.n_atoms / wall:11,.0f} atoms/s, {cpu:8.4f} s CPU "
+              f"{data.n_atoms / cpu:11,.0f} atoms/s", flush=True)
     return rows
 
 
-def table(rows: list[tuple[str, int, int, float]]) -> str:
+def table(rows: list[Row]) -> str:
     base = next(r for r in rows if r[0] == "fastgap C++, 1 thread (peer subset)")
-    base_rate = base[2] / base[3]
-    lines = ["| method | structures | atoms | median s | atoms/s | vs C++ 1 thread |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name, s, a, sec in rows:
-        lines.append(f"| {name} | {s} | {a} | {sec:.4f} | {a / sec:,.0f} | "
-                     f"{(a / sec) / base_rate:.3g}x |")
+    base_rate = base[2] / base[4]
+    lines = [("| method | structures | atoms | median wall s | atoms/s wall | median CPU s | "
+              "atoms/s CPU | CPU rate vs C++ 1 thread |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s, a, wall, cpu in rows:
+        lines.append(f"| {name} | {s} | {a} | {wall:.4f} | {a / wall:,.0f} | {cpu:.4f} | "
+                     f"{a / cpu:,.0f} | {(a / cpu) / base_rate:.3g}x |")
+    return "\n".join(lines)
+
+
+def scaling_table(rows: list[tuple[int, float, float]]) -> str:
+    lines = ["| atoms in the cell | median wall s | median CPU s | atoms/s CPU |",
+             "|---:|---:|---:|---:|"]
+    for a, wall, cpu in rows:
+        lines.append(f"| {a} | {wall:.4f} | {cpu:.4f} | {a / cpu:,.0f} |")
     return "\n".join(lines)
 
 
@@ -310,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_line()
     print(machine)
     rows = measure(batch, peers, args.repeats)
+    large = scaling(SCALING_SIZES, args.repeats)
     agreement = check_against_pymatgen(peers)
     print("agreement with pymatgen:", agreement)
     if args.write_results:
@@ -321,11 +378,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"structures, {batch.n_atoms} atoms, median {np.median(sizes):.0f} and max "
                 f"{sizes.max()} atoms per structure). Peers: all pairs within a cutoff grown "
                 "by 1.3x until every atom's k-th tie group is inside it, then sorted per atom. "
-                "Medians of repeats after one warm-up.\n\n"
+                "Medians of repeats after one warm-up; wall time and process CPU time "
+                "(all threads of the process) per method.\n\n"
                 f"- command: `{command.strip()}`\n- machine: {machine}\n"
                 f"- date: {datetime.date.today().isoformat()}\n"
                 f"- agreement of fastgap (numbers, distances) with pymatgen on the peer "
-                f"subset: {agreement}\n\n{table(rows)}\n")
+                f"subset: {agreement}\n\n{table(rows)}\n\n"
+                "Large cells (one distorted fcc Cu supercell each, C++ core, 1 thread): the "
+                "cost per atom should stay flat as the cell grows.\n\n"
+                f"{scaling_table(large)}\n")
         write_section(text)
     return 0
 
