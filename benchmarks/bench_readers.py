@@ -5,8 +5,9 @@ Usage:
         [--jsonl-records 33189] [--cif-members 2000] [--repeats 3]
 
 Prints a markdown table (records/s, median over repeats after a warm-up) with a machine line.
-Parsing is timed on pre-read `RawItem`s (what a worker process does); "stream" rows also
-include decompression and archive walking (`iter_structures`).
+Parsing is timed on pre-read `RawItem`s (what a worker process does); "bulk" rows use
+`parse_batch` on chunks (what the featurize workers run); "stream" rows also include
+decompression and archive walking (`iter_structures`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
-from fastgap.readers import RawItem, ReadPolicy, iter_raw, iter_structures, parse_raw
+from fastgap.readers import (
+    RawItem,
+    ReadPolicy,
+    iter_raw,
+    iter_raw_chunks,
+    iter_structures,
+    parse_batch,
+    parse_raw,
+)
 from fastgap.structures import Reject
 
 
@@ -59,6 +68,20 @@ def parse_all(items: list[RawItem], policy: ReadPolicy) -> Callable[[], int]:
     return run
 
 
+def parse_bulk(chunks: list[list[RawItem]], policy: ReadPolicy) -> Callable[[], int]:
+    def run() -> int:
+        n = 0
+        for chunk in chunks:
+            parsed = parse_batch(chunk, policy)
+            bad = [r for r in parsed.records if r[0] != "ok"]
+            if bad:
+                raise RuntimeError(f"{bad[0][2]}: {bad[0][3]}")
+            n += parsed.batch.n_structures
+        return n
+
+    return run
+
+
 def stream_all(inputs: list[Path], limit: int, policy: ReadPolicy) -> Callable[[], int]:
     def run() -> int:
         return sum(1 for _ in itertools.islice(iter_structures(inputs, policy), limit))
@@ -78,12 +101,16 @@ def main() -> None:
     tar = args.data / "mp_gap36k" / "cifs.tar.gz"
     lines = list(itertools.islice(iter_raw([jsonl]), args.jsonl_records))
     members = list(itertools.islice(iter_raw([tar]), args.cif_members))
+    blocks = list(itertools.islice(iter_raw_chunks([jsonl], 1000), -(-args.jsonl_records // 1000)))
+    member_chunks = [members[i : i + 1000] for i in range(0, len(members), 1000)]
     default = ReadPolicy()
     gemmi, pmg = ReadPolicy(cif_engine="gemmi"), ReadPolicy(cif_engine="pymatgen")
     cases = [
         ("JSON-lines parse (mp_gap36k)", parse_all(lines, default)),
+        ("JSON-lines bulk parse_batch (1000-line blocks)", parse_bulk(blocks, default)),
         ("JSON-lines stream .jsonl.gz", stream_all([jsonl], args.jsonl_records, default)),
         ("CIF parse, gemmi path", parse_all(members, gemmi)),
+        ("CIF bulk parse_batch, gemmi path", parse_bulk(member_chunks, gemmi)),
         ("CIF parse, pymatgen path", parse_all(members, pmg)),
         ("CIF stream .tar.gz, auto", stream_all([tar], args.cif_members, default)),
     ]
