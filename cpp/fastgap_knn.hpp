@@ -45,7 +45,8 @@
 // numbers outside 1..118; a singular or near-singular lattice on periodic input
 // (|det| < 1e-6 |a||b||c|); two atoms, or an atom and its own image, closer than
 // min_distance (the message names the structure, both atoms, the image and the distance);
-// a neighbour search that would exceed MAX_CANDIDATES candidates for one atom. When several
+// a neighbour search whose image cloud (the atom images within the search radius of the
+// cell) would exceed MAX_CANDIDATES points. When several
 // structures are bad, the one with the lowest index is reported. The core never crashes or
 // hangs on bad input.
 #pragma once

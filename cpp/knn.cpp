@@ -1,11 +1,14 @@
 // Implementation of the contract in fastgap_knn.hpp.
 //
-// Per structure: wrap coordinates along periodic axes, rotate the lattice into a triangular
-// frame (a along x, b in the xy plane) and sort atoms by z. Per atom: enumerate every
-// (neighbour, image) inside a sphere of radius R exactly, slicing the sphere along z (a
-// binary-searched window of the z-sorted atoms per c-offset), then y (b-offsets), then x
-// (a-offsets). No image box is enumerated, which keeps skewed cells cheap. R starts from the
-// atomic density and grows until the k-th entry's whole tie group lies strictly inside it.
+// Per structure: wrap coordinates along periodic axes and build the image cloud (every
+// atom image that can lie within a radius R of the home cell) on a uniform Cartesian grid
+// (image_grid.hpp); R starts from the atomic density. Per atom: take every grid point
+// within r <= R (approximate squared distances from the Cartesian positions), select the
+// k-th with nth_element, compute exact distances only for the points that may share its
+// tie group, then sort and order that head by the tie rule. An atom whose k-th tie group
+// does not lie strictly inside r grows r; atoms that outgrow R are redone on a grid built
+// for the largest radius they need. Without any periodic axis the grid holds the atoms
+// themselves and r covers them all.
 #include "fastgap_knn.hpp"
 
 #include <algorithm>
@@ -19,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "image_grid.hpp"
+
 namespace fastgap {
 namespace {
 
@@ -26,19 +31,6 @@ constexpr double kPi = 3.14159265358979323846;
 constexpr double kMaxFrac = 1073741824.0;  // 2**30
 // First radius = density estimate * this; tuned on Materials Project structures.
 constexpr double kRadiusSafety = 1.12;
-constexpr int64_t kMaxRows = MAX_CANDIDATES * 64;
-
-// A (neighbour, image) pair inside the search sphere; the image is in the wrapped frame.
-struct Candidate {
-  int32_t j;     // neighbour, local index
-  int32_t n[3];  // lattice offset in the wrapped frame
-};
-
-// Exact distance of one candidate (index c into the candidate buffer); sorted by d.
-struct Key {
-  double d;
-  int32_t c;
-};
 
 struct Entry {
   double d;  // exact distance, Å
@@ -89,18 +81,16 @@ class Worker {
 
  private:
   void prepare(int64_t s);
-  void rotate_and_sort(double det, const double* len);
-  void brute_force_candidates(int32_t i);
-  void sphere_candidates(int32_t i, double radius);
-  Candidate* reserve_row(int64_t count);
-  // Sort the candidates' exact distances (keys_) completely up to the end of the k-th
-  // entry's tie group; return that group's last distance (the last one when fewer than k
-  // candidates exist) and set head_ to the number of entries up to it.
+  void build_grid(double radius);
+  // Sort the candidates keys_[0, m_) by exact distance completely up to the end of the
+  // k-th entry's tie group; return that group's last distance (the last one when fewer
+  // than k candidates exist) and set head_ to the number of entries up to it.
   double rank_head(int32_t i);
-  void check_min_distance(int32_t i) const;
+  void exact_distances(int32_t i, size_t begin, size_t end);
+  void check_min_distance(int32_t i);
   void fill_entries(int32_t i);
   void order_groups(size_t limit);
-  void process_atom(int32_t i);
+  void finish_atom(int32_t i);
   void write(int32_t i);
 
   const KnnInput& in_;
@@ -111,17 +101,19 @@ class Worker {
   bool pbc_[3] = {false, false, false};
   bool any_pbc_ = false;
   double lat_[9] = {};
-  double tri_[6] = {};  // ax, bx, by, cx, cy, cz of the triangular frame
+  double volume_ = 0.0;  // |det lattice|, Å^3
   double radius0_ = 0.0;
   std::vector<double> fw_;        // (n, 3) wrapped fractional coordinates
   std::vector<int32_t> shift_;    // (n, 3) floor of the input coordinates (periodic axes)
-  std::vector<double> px_, py_, pz_;  // (n,) rotated positions in z-sorted order, pz_ ascending
-  std::vector<int32_t> order_;    // z-sorted position -> local atom index
-  std::vector<Candidate> cands_;  // [0, m_) are valid
+  ImageGrid grid_;
+  std::vector<Key> keys_;         // [0, m_) candidates of the current atom
   size_t m_ = 0;
-  std::vector<Key> keys_;         // (m_,)
   size_t head_ = 0;
   std::vector<Entry> sel_;        // (head_,) in contract order after order_groups
+  std::vector<double> atom_radius_;
+  std::vector<int32_t> pending_, deferred_;
+  int32_t bad_atom_ = -1;  // lowest atom closer than min_distance to its nearest neighbour
+  std::string bad_message_;
 };
 
 void Worker::prepare(int64_t s) {
@@ -179,6 +171,7 @@ void Worker::prepare(int64_t s) {
       fw_[3 * i + a] = f;
     }
   }
+  volume_ = std::fabs(det);
   if (!any_pbc_) return;
   for (int v = 0; v < 3; ++v) {
     if (pbc_[v] && len[v] < in_.min_distance) {
@@ -186,150 +179,52 @@ void Worker::prepare(int64_t s) {
                   "closer than min_distance = %.6g A", v, len[v], in_.min_distance));
     }
   }
-  rotate_and_sort(det, len);
+  radius0_ = kRadiusSafety * std::cbrt(3.0 * (in_.k + 1) * volume_ / n_ / (4.0 * kPi));
 }
 
-// Triangular frame: x along a, y in the (a, b) plane, z completes it with c_z > 0. Atoms
-// are stored by ascending z (structure of arrays) for the sphere slicing.
-void Worker::rotate_and_sort(double det, const double* len) {
-  const double* a = lat_;
-  const double* b = lat_ + 3;
-  const double* c = lat_ + 6;
-  double ex[3] = {a[0] / len[0], a[1] / len[0], a[2] / len[0]};
-  double bx = b[0] * ex[0] + b[1] * ex[1] + b[2] * ex[2];
-  double bp[3] = {b[0] - bx * ex[0], b[1] - bx * ex[1], b[2] - bx * ex[2]};
-  double by = std::sqrt(bp[0] * bp[0] + bp[1] * bp[1] + bp[2] * bp[2]);
-  double ey[3] = {bp[0] / by, bp[1] / by, bp[2] / by};
-  double cx = c[0] * ex[0] + c[1] * ex[1] + c[2] * ex[2];
-  double cy = c[0] * ey[0] + c[1] * ey[1] + c[2] * ey[2];
-  double cz = std::fabs(det) / (len[0] * by);
-  tri_[0] = len[0];
-  tri_[1] = bx;
-  tri_[2] = by;
-  tri_[3] = cx;
-  tri_[4] = cy;
-  tri_[5] = cz;
-  order_.resize(n_);
-  pz_.resize(n_);
-  for (int32_t i = 0; i < n_; ++i) {
-    order_[i] = i;
-    pz_[i] = fw_[3 * i + 2] * cz;
-  }
-  const std::vector<double>& zraw = pz_;
-  std::sort(order_.begin(), order_.end(), [&](int32_t p, int32_t q) {
-    return zraw[p] < zraw[q] || (zraw[p] == zraw[q] && p < q);
-  });
-  px_.resize(n_);
-  py_.resize(n_);
-  for (int32_t t = 0; t < n_; ++t) {
-    const double* f = &fw_[3 * order_[t]];
-    px_[t] = f[0] * tri_[0] + f[1] * bx + f[2] * cx;
-    py_[t] = f[1] * by + f[2] * cy;
-  }
-  for (int32_t t = 0; t < n_; ++t) pz_[t] = fw_[3 * order_[t] + 2] * cz;
-  double per_atom = std::fabs(det) / n_;
-  radius0_ = kRadiusSafety * std::cbrt(3.0 * (in_.k + 1) * per_atom / (4.0 * kPi));
-}
-
-// Room for `count` more candidates; returns where they go.
-Candidate* Worker::reserve_row(int64_t count) {
-  const size_t need = m_ + static_cast<size_t>(count);
-  if (need > cands_.size()) cands_.resize(std::max(need, 2 * cands_.size() + 64));
-  return cands_.data() + m_;
-}
-
-void Worker::brute_force_candidates(int32_t i) {
-  m_ = 0;
-  Candidate* out = reserve_row(n_);
-  for (int32_t j = 0; j < n_; ++j) {
-    out[m_] = Candidate{j, {0, 0, 0}};
-    m_ += j != i;
-  }
-}
-
-// floor/ceil without a libm call (the portable x86-64 baseline has no round instruction);
-// arguments are bounded by the search radius over a lattice spacing.
-inline int64_t fast_floor(double x) {
-  int64_t i = static_cast<int64_t>(x);
-  return i - (static_cast<double>(i) > x);
-}
-inline int64_t fast_ceil(double x) {
-  int64_t i = static_cast<int64_t>(x);
-  return i + (static_cast<double>(i) < x);
-}
-
-// Offsets m with |d0 + m * step| <= r (inv_step = 1 / step); on a non-periodic axis only
-// m = 0, if allowed.
-inline bool offset_range(bool periodic, double d0, double inv_step, double r, int64_t& lo,
-                         int64_t& hi) {
-  if (!periodic) {
-    lo = hi = 0;
-    return std::fabs(d0) <= r;
-  }
-  lo = fast_ceil((-r - d0) * inv_step);
-  hi = fast_floor((r - d0) * inv_step);
-  return lo <= hi;
-}
-
-// Every (neighbour, image) within `radius` of atom i (up to rounding at the surface, which
-// the radius test in process_atom absorbs), except the atom itself at image 0. The sphere
-// is sliced along z (a window of the z-sorted atoms per c-offset), then y, then x; the
-// x-offsets of a row come from the row's half-width, so no point is tested one by one.
-void Worker::sphere_candidates(int32_t i, double radius) {
-  m_ = 0;
-  const double ax = tri_[0], bx = tri_[1], by = tri_[2], cx = tri_[3], cy = tri_[4],
-               cz = tri_[5];
-  const double r2 = radius * radius;
-  const double inv_ax = 1.0 / ax, inv_by = 1.0 / by;
-  const double* fi = &fw_[3 * i];
-  const double xi = fi[0] * ax + fi[1] * bx + fi[2] * cx;
-  const double yi = fi[1] * by + fi[2] * cy;
-  const double zi = fi[2] * cz;
-  int64_t nc_lo = 0, nc_hi = 0;
-  if (pbc_[2]) {
-    nc_lo = static_cast<int64_t>(std::ceil((-radius - (pz_.back() - zi)) / cz));
-    nc_hi = static_cast<int64_t>(std::floor((radius - (pz_.front() - zi)) / cz));
-  }
-  int64_t rows = 0;
-  for (int64_t nc = nc_lo; nc <= nc_hi; ++nc) {
-    const double zc = zi - nc * cz;  // neighbours need z in [zc - r, zc + r]
-    const size_t t0 = std::lower_bound(pz_.begin(), pz_.end(), zc - radius) - pz_.begin();
-    const size_t t1 = std::upper_bound(pz_.begin(), pz_.end(), zc + radius) - pz_.begin();
-    rows += int64_t(t1 - t0) + 1;
-    for (size_t t = t0; t < t1; ++t) {
-      const double dz = pz_[t] - zc;
-      const double rem = r2 - dz * dz;
-      if (rem < 0.0) continue;
-      const double dy0 = py_[t] - yi + nc * cy;
-      int64_t nb_lo, nb_hi;
-      if (!offset_range(pbc_[1], dy0, inv_by, std::sqrt(rem), nb_lo, nb_hi)) continue;
-      const int32_t j = order_[t];
-      rows += nb_hi - nb_lo + 1;
-      const double dx00 = px_[t] - xi + nc * cx;
-      for (int64_t nb = nb_lo; nb <= nb_hi; ++nb) {
-        const double dy = dy0 + nb * by;
-        const double rem2 = rem - dy * dy;
-        if (rem2 < 0.0) continue;
-        const double dx0 = dx00 + nb * bx;
-        int64_t na_lo, na_hi;
-        if (!offset_range(pbc_[0], dx0, inv_ax, std::sqrt(rem2), na_lo, na_hi)) continue;
-        Candidate* out = reserve_row(na_hi - na_lo + 1);
-        for (int64_t na = na_lo; na <= na_hi; ++na)
-          *out++ = Candidate{j, {int32_t(na), int32_t(nb), int32_t(nc)}};
-        const size_t end = out - cands_.data();
-        if (j == i && nb == 0 && nc == 0 && na_lo <= 0 && na_hi >= 0) {
-          cands_[m_ - na_lo] = cands_[end - 1];  // drop the atom itself
-          m_ = end - 1;
-        } else {
-          m_ = end;
-        }
+// The grid for `radius`; without periodic axes `radius` is ignored and the grid holds the
+// atoms with a radius that reaches all of them.
+void Worker::build_grid(double radius) {
+  if (!any_pbc_) {
+    double lo[3], hi[3];
+    for (int a = 0; a < 3; ++a) {
+      lo[a] = std::numeric_limits<double>::infinity();
+      hi[a] = -lo[a];
+    }
+    for (int32_t j = 0; j < n_; ++j) {
+      const double* f = &fw_[3 * j];
+      for (int a = 0; a < 3; ++a) {
+        const double x = f[0] * lat_[a] + f[1] * lat_[3 + a] + f[2] * lat_[6 + a];
+        lo[a] = std::min(lo[a], x);
+        hi[a] = std::max(hi[a], x);
       }
     }
-    if (int64_t(m_) > MAX_CANDIDATES || rows > kMaxRows) {
-      fail(s_, "neighbour search for atom " + std::to_string(i) + " exceeds MAX_CANDIDATES" +
-                   fmt(" (radius %.6g A); the lattice is too thin or the atoms too dense",
-                       radius));
-    }
+    double diag2 = 0.0;
+    for (int a = 0; a < 3; ++a) diag2 += (hi[a] - lo[a]) * (hi[a] - lo[a]);
+    radius = 1.001 * std::sqrt(diag2) + 1.0;
+  }
+  if (!grid_.build(lat_, fw_.data(), n_, pbc_, volume_, radius, MAX_CANDIDATES)) {
+    fail(s_, "neighbour search exceeds MAX_CANDIDATES" +
+                 fmt(" (radius %.6g A); the lattice is too thin or the atoms too dense",
+                     radius));
+  }
+}
+
+void Worker::exact_distances(int32_t i, size_t begin, size_t end) {
+  // In the input frame as the contract states.
+  const Candidate* pts = grid_.points();
+  Key* keys = keys_.data();
+  const double* fi = &fw_[3 * i];
+  const double* L = lat_;
+  for (size_t t = begin; t < end; ++t) {
+    const Candidate& c = pts[keys[t].c];
+    const double* fj = &fw_[3 * c.j];
+    const double d0 = fj[0] + c.n[0] - fi[0], d1 = fj[1] + c.n[1] - fi[1],
+                 d2 = fj[2] + c.n[2] - fi[2];
+    const double x = d0 * L[0] + d1 * L[3] + d2 * L[6];
+    const double y = d0 * L[1] + d1 * L[4] + d2 * L[7];
+    const double z = d0 * L[2] + d1 * L[5] + d2 * L[8];
+    keys[t].d = std::sqrt(x * x + y * y + z * z);
   }
 }
 
@@ -337,32 +232,25 @@ double Worker::rank_head(int32_t i) {
   const size_t m = m_;
   const size_t k = static_cast<size_t>(in_.k);
   const double tol = in_.tie_tol;
-  if (keys_.size() < m) keys_.resize(std::max(m, 2 * keys_.size()));
   Key* keys = keys_.data();
-  // Exact distances, in the input frame as the contract states.
-  const double* fi = &fw_[3 * i];
-  const double* L = lat_;
-  for (size_t t = 0; t < m; ++t) {
-    const Candidate& c = cands_[t];
-    const double* fj = &fw_[3 * c.j];
-    const double d0 = fj[0] + c.n[0] - fi[0], d1 = fj[1] + c.n[1] - fi[1],
-                 d2 = fj[2] + c.n[2] - fi[2];
-    const double x = d0 * L[0] + d1 * L[3] + d2 * L[6];
-    const double y = d0 * L[1] + d1 * L[4] + d2 * L[7];
-    const double z = d0 * L[2] + d1 * L[5] + d2 * L[8];
-    keys[t] = Key{std::sqrt(x * x + y * y + z * z), int32_t(t)};
-  }
   if (m <= k) {
+    exact_distances(i, 0, m);
     small_sort(keys, keys + m, key_less);
     head_ = m;
     return m == 0 ? 0.0 : keys[m - 1].d;
   }
-  // Select the k-th, then sort only the entries that may share its tie group.
+  // Select the k-th by approximate squared distance, then compute exact distances only
+  // for the points that may share its tie group. Exact and approximate distances differ
+  // by at most slack, so every point left out of keys[0, p) is farther than thr.
   std::nth_element(keys, keys + (k - 1), keys + m, key_less);
-  double thr = keys[k - 1].d + 64.0 * tol;
-  size_t p = k;  // keys[0, p) hold every distance <= thr
+  const double slack = grid_.slack();
+  double thr = std::sqrt(keys[k - 1].d) + slack + 64.0 * tol;
+  size_t p = k, exact = 0;
   for (;;) {
-    p = std::partition(keys + p, keys + m, [thr](const Key& q) { return q.d <= thr; }) - keys;
+    const double a2 = (thr + slack) * (thr + slack);
+    p = std::partition(keys + p, keys + m, [a2](const Key& q) { return q.d <= a2; }) - keys;
+    exact_distances(i, exact, p);
+    exact = p;
     if (p <= kSmallSort) {
       small_sort(keys, keys + p, key_less);
     } else {
@@ -370,8 +258,7 @@ double Worker::rank_head(int32_t i) {
     }
     size_t g = k - 1;
     while (g + 1 < p && keys[g + 1].d - keys[g].d <= tol) ++g;
-    // Keys beyond p are > thr, so the group is complete when its end is within tol of thr.
-    if (g + 1 < p || p == m || keys[g].d + tol <= thr) {
+    if (p == m || keys[g].d + tol <= thr) {
       head_ = g + 1;
       return keys[g].d;
     }
@@ -379,25 +266,30 @@ double Worker::rank_head(int32_t i) {
   }
 }
 
-void Worker::check_min_distance(int32_t i) const {
+// Records the error of the lowest-index atom that is closer than min_distance to its
+// nearest neighbour; run() raises it once the structure is done.
+void Worker::check_min_distance(int32_t i) {
   if (m_ == 0 || !(keys_[0].d < in_.min_distance)) return;
-  const Candidate& c = cands_[keys_[0].c];
+  if (bad_atom_ >= 0 && bad_atom_ < i) return;
+  const Candidate& c = grid_.points()[keys_[0].c];
   int32_t img[3];
   for (int a = 0; a < 3; ++a) img[a] = c.n[a] - shift_[3 * c.j + a] + shift_[3 * i + a];
   std::string who = c.j == i ? "atom " + std::to_string(i) + " and its own image"
                              : "atoms " + std::to_string(i) + " and " + std::to_string(c.j);
-  fail(s_, who + " (image (" + std::to_string(img[0]) + ", " + std::to_string(img[1]) +
-               ", " + std::to_string(img[2]) + "))" +
-               fmt(" are %.6g A apart, closer than min_distance = %.6g A", keys_[0].d,
-                   in_.min_distance));
+  bad_atom_ = i;
+  bad_message_ = who + " (image (" + std::to_string(img[0]) + ", " + std::to_string(img[1]) +
+                 ", " + std::to_string(img[2]) + "))" +
+                 fmt(" are %.6g A apart, closer than min_distance = %.6g A", keys_[0].d,
+                     in_.min_distance);
 }
 
 void Worker::fill_entries(int32_t i) {
   if (sel_.size() < head_) sel_.resize(std::max(head_, 2 * sel_.size()));
+  const Candidate* pts = grid_.points();
   const int32_t* si = &shift_[3 * i];
   const int32_t* numbers = in_.numbers + base_;
   for (size_t t = 0; t < head_; ++t) {
-    const Candidate& c = cands_[keys_[t].c];
+    const Candidate& c = pts[keys_[t].c];
     const int32_t* sj = &shift_[3 * c.j];
     Entry& e = sel_[t];
     e.d = keys_[t].d;
@@ -424,28 +316,10 @@ void Worker::order_groups(size_t limit) {
   }
 }
 
-void Worker::process_atom(int32_t i) {
-  const size_t k = static_cast<size_t>(in_.k);
-  double radius = radius0_;
-  for (;;) {
-    if (!any_pbc_) {
-      brute_force_candidates(i);
-      rank_head(i);
-      break;
-    }
-    sphere_candidates(i, radius);
-    if (m_ < k) {
-      radius *= std::max(1.25, 1.1 * std::cbrt((k + 1.0) / (m_ + 1.0)));
-      continue;
-    }
-    const double last = rank_head(i);
-    // The whole tie group of the k-th entry must lie strictly inside the searched sphere.
-    if (last + in_.tie_tol + 1e-9 * radius < radius) break;
-    radius = std::max(1.25 * radius, last + in_.tie_tol + 0.1 * radius);
-  }
+void Worker::finish_atom(int32_t i) {
   check_min_distance(i);
   fill_entries(i);
-  order_groups(std::min(k, head_));
+  order_groups(std::min(size_t(in_.k), head_));
   write(i);
 }
 
@@ -475,9 +349,53 @@ void Worker::write(int32_t i) {
   out_.counts[row] = static_cast<int32_t>(count);
 }
 
+// Every atom on one grid; an atom whose k-th tie group does not lie strictly inside its
+// radius grows it, and atoms that outgrow the grid are redone on a grid built for the
+// largest radius they need.
 void Worker::run(int64_t s) {
   prepare(s);
-  for (int32_t i = 0; i < n_; ++i) process_atom(i);
+  bad_atom_ = -1;
+  const size_t k = static_cast<size_t>(in_.k);
+  atom_radius_.assign(n_, radius0_);
+  pending_.resize(n_);
+  for (int32_t i = 0; i < n_; ++i) pending_[i] = i;
+  double grid_radius = radius0_;
+  while (!pending_.empty()) {
+    build_grid(grid_radius);
+    const double reach = grid_.radius();
+    deferred_.clear();
+    double need = 0.0;
+    for (const int32_t i : pending_) {
+      double radius = any_pbc_ ? atom_radius_[i] : reach;
+      for (;;) {
+        m_ = grid_.query(i, radius, keys_);
+        if (!any_pbc_) {  // every atom is a candidate
+          rank_head(i);
+          finish_atom(i);
+          break;
+        }
+        if (m_ < k) {
+          radius *= std::max(1.25, 1.1 * std::cbrt((k + 1.0) / (m_ + 1.0)));
+        } else {
+          const double last = rank_head(i);
+          if (last + in_.tie_tol + 1e-9 * radius < radius) {
+            finish_atom(i);
+            break;
+          }
+          radius = std::max(1.25 * radius, last + in_.tie_tol + 0.1 * radius);
+        }
+        if (radius > reach) {
+          atom_radius_[i] = radius;
+          deferred_.push_back(i);
+          need = std::max(need, radius);
+          break;
+        }
+      }
+    }
+    pending_.swap(deferred_);
+    grid_radius = need;
+  }
+  if (bad_atom_ >= 0) fail(s_, bad_message_);
 }
 
 [[noreturn]] void bad_argument(const std::string& what) { throw KnnError(what); }
