@@ -9,8 +9,9 @@ namespace fastgap {
 namespace {
 
 // Bin edge = build radius / this. Finer bins trim the scanned volume towards the sphere
-// but cost more rows per query; 2 was the fastest on Materials Project structures.
-constexpr double kBinsPerRadius = 2.0;
+// but cost more rows per query; 1.5 had the fewest instructions on Materials Project
+// structures (2: +4 %, 3: +7 %, 1: +3 %).
+constexpr double kBinsPerRadius = 1.5;
 
 inline int32_t clamp_bin(double t, int32_t dim) {
   if (!(t > 0.0)) return 0;
@@ -27,6 +28,14 @@ inline int32_t fast_floor(double x) {
 inline int32_t fast_ceil(double x) {
   const int32_t i = static_cast<int32_t>(x);
   return i + (static_cast<double>(i) < x);
+}
+
+// Resize without shrinking, so that buffers stop reallocating (and zero-filling) once
+// they have reached the batch's largest structure.
+template <typename T>
+T* grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(std::max(n, v.size() + v.size() / 2));
+  return v.data();
 }
 
 }  // namespace
@@ -48,8 +57,8 @@ bool ImageGrid::build(const double* L, const double* fw, int32_t n, const bool* 
     gmax[a] = 1.0 + ext[a];
   }
   if (!(bound <= double(max_points))) return false;
-  raw_.resize(3 * static_cast<size_t>(bound));
-  raw_pts_.resize(static_cast<size_t>(bound));
+  grow(raw_, 3 * static_cast<size_t>(bound));
+  grow(raw_pts_, static_cast<size_t>(bound));
   const double inf = std::numeric_limits<double>::infinity();
   double lo[3] = {inf, inf, inf};
   double hi[3] = {-inf, -inf, -inf};
@@ -106,8 +115,9 @@ bool ImageGrid::build(const double* L, const double* fw, int32_t n, const bool* 
     dims_[a] = static_cast<int32_t>(std::floor((hi[a] - lo[a]) * inv_edge_)) + 1;
   }
   const size_t nbins = size_t(dims_[0]) * dims_[1] * dims_[2];
-  bin_.resize(p);
-  start_.assign(nbins + 1, 0);
+  grow(bin_, p);
+  int32_t* start = grow(start_, nbins + 1);
+  std::fill(start, start + nbins + 1, 0);
   for (size_t t = 0; t < p; ++t) {
     const double* q = &raw_[3 * t];
     const int32_t ix = clamp_bin((q[0] - org_[0]) * inv_edge_, dims_[0]);
@@ -117,11 +127,12 @@ bool ImageGrid::build(const double* L, const double* fw, int32_t n, const bool* 
     ++start_[bin_[t] + 1];
   }
   for (size_t b = 0; b < nbins; ++b) start_[b + 1] += start_[b];
-  x_.resize(p);
-  y_.resize(p);
-  z_.resize(p);
-  pts_.resize(p);
-  self_.resize(n);
+  grow(x_, p);
+  grow(y_, p);
+  grow(z_, p);
+  grow(pts_, p);
+  grow(self_, size_t(n));
+  size_ = p;
   for (size_t t = 0; t < p; ++t) {  // counting sort; start_[b] ends at the end of bin b
     const int32_t q = start_[bin_[t]]++;
     x_[q] = raw_[3 * t];
@@ -138,9 +149,10 @@ bool ImageGrid::build(const double* L, const double* fw, int32_t n, const bool* 
 
 // Rows of bins (fixed y and z) are contiguous in memory, so each row is one span of
 // points; rows farther from the atom than the radius are skipped.
-size_t ImageGrid::query(int32_t i, double radius, std::vector<Key>& keys) const {
+size_t ImageGrid::query(int32_t i, double radius, std::vector<Key>& keys) {
   const int32_t self = self_[i];
   const double xi = x_[self], yi = y_[self], zi = z_[self];
+  x_[self] = std::numeric_limits<double>::quiet_NaN();  // fails d2 <= r2: drops the atom
   const double rs = radius + slack_;
   const double r2 = rs * rs;
   const double rc = rs * (1.0 + 1e-12) + slack_;  // bin culling, loose against rounding
@@ -172,10 +184,11 @@ size_t ImageGrid::query(int32_t i, double radius, std::vector<Key>& keys) const 
         const double dx = x_[q] - xi, dy2 = y_[q] - yi, dz2 = z_[q] - zi;
         const double d2 = dx * dx + dy2 * dy2 + dz2 * dz2;
         out[m] = Key{d2, q};
-        m += (d2 <= r2) & (q != self);
+        m += d2 <= r2;
       }
     }
   }
+  x_[self] = xi;
   return m;
 }
 

@@ -37,20 +37,23 @@ class ImageGrid {
   // that point itself, appended to keys[0, m) (keys grows as needed); returns m. Exact:
   // nothing with a true distance <= radius is missed; points up to radius + slack() may
   // be included.
-  size_t query(int32_t i, double radius, std::vector<Key>& keys) const;
+  // The atom's own point is dropped by setting it to NaN for the duration of the query.
+  size_t query(int32_t i, double radius, std::vector<Key>& keys);
 
   double radius() const { return radius_; }
   // Bound on |approximate - exact| distance, Å (rounding of the Cartesian positions).
   double slack() const { return slack_; }
   const Candidate* points() const { return pts_.data(); }
-  size_t size() const { return pts_.size(); }
+  size_t size() const { return size_; }
 
  private:
+  size_t size_ = 0;  // P, number of points
   double radius_ = 0.0;
   double slack_ = 0.0;
   double org_[3] = {};
   double edge_ = 0.0, inv_edge_ = 0.0;
   int32_t dims_[3] = {};
+  // Buffers only grow; the first P (bins + 1, n) entries are valid.
   std::vector<double> x_, y_, z_;   // (P,) positions sorted by bin, x fastest
   std::vector<Candidate> pts_;      // (P,) same order
   std::vector<int32_t> start_;      // (bins + 1,) first point of each bin
