@@ -20,7 +20,8 @@ BUNDLE="${BUNDLE:-$REPO/fastgap/models/default}"   # where the bundle is written
 FASTGAP="${FASTGAP:-fastgap}"
 PYTHON="${PYTHON:-python}"
 LIMIT="${LIMIT:-0}"                # use only the first LIMIT records (0 = all)
-EPOCHS="${EPOCHS:-20}"             # regressors
+GAP_CONFIG="${GAP_CONFIG:-$REPO/benchmarks/configs/gap_best.toml}"  # regressor model (TOML)
+EPOCHS="${EPOCHS:-15}"             # regressors
 CLS_EPOCHS="${CLS_EPOCHS:-25}"     # classifier(s)
 PATIENCE="${PATIENCE:-8}"
 BATCH_SIZE="${BATCH_SIZE:-64}"
@@ -57,7 +58,7 @@ common=(--store "$STORE" --max-z "$MAX_Z" --split-file "$SPLIT" --patience "$PAT
         --batch-size "$BATCH_SIZE" --threads "$THREADS" --device cpu --no-progress)
 gap_runs=()
 for seed in $SEEDS; do
-  run_train "$WORK/gap_seed$seed" "${common[@]}" --target band_gap_eV \
+  run_train "$WORK/gap_seed$seed" --config "$GAP_CONFIG" "${common[@]}" --target band_gap_eV \
     --where "band_gap_eV > 0" --epochs "$EPOCHS" --seed "$seed"
   gap_runs+=("$WORK/gap_seed$seed")
 done
@@ -73,7 +74,7 @@ for run in "${gap_runs[@]}" "${metal_runs[@]}"; do
   [ -f "$run/metrics.json" ] || { echo "training failed: $run (see $run.log)" >&2; exit 1; }
 done
 
-COMMAND="LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS' scripts/train_default_models.sh"
+COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS' scripts/train_default_models.sh"
 "$PYTHON" - "$BUNDLE" "$DATA" "$SPLIT" "$COMMAND" "$LIMIT" "$MAX_Z" "${#gap_runs[@]}" \
   "${gap_runs[@]}" "${metal_runs[@]}" <<'PY'
 import datetime, hashlib, sys
