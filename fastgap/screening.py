@@ -103,58 +103,6 @@ def _segments(inputs: Sequence[Any]) -> Iterator[tuple[str, Any]]:
         yield "raw", raw
 
 
-class _NoSkips:
-    """Nothing is already done in a prediction run (the featurize pool's skip sets)."""
-
-    done_ids: frozenset[str] = frozenset()
-    done_rejects: frozenset[tuple[str, str]] = frozenset()
-
-
-def feature_chunks(
-    inputs: Sequence[Any], k: int, config: PredictConfig
-) -> Iterator[tuple[FeaturizedBatch, list[Reject], int]]:
-    """(batch, rejects, inputs consumed) per chunk, in input order, featurized with ``k``."""
-    from fastgap.featurize import FeaturizeConfig, _pool_results, chunked
-    from fastgap.readers import iter_raw
-    from fastgap.store import Store
-
-    featurizer = FeaturizerConfig(k=k, backend=config.backend)
-    pool = FeaturizeConfig(featurizer=featurizer, workers=config.workers,
-                           chunk_size=config.chunk_size, policy=config.policy, progress=False)
-    for kind, item in _segments(inputs):
-        if kind == "store":
-            store = Store.open(item)
-            if store.featurizer.k != k:
-                raise ValueError(f"inputs: store {str(item)!r} has k={store.featurizer.k} "
-                                 f"neighbours, the model was trained with k={k}")
-            for batch in store.iter_batches(config.chunk_size):
-                yield batch, [], batch.n_structures
-            continue
-        for result in _pool_results(chunked(iter_raw(item), config.chunk_size), pool, _NoSkips()):
-            rejects = [Reject(i, s, r) for kind_, i, s, r in result.records if kind_ == "reject"]
-            yield result.batch, rejects, len(result.records)
-
-
-def _screen_rows(batch: FeaturizedBatch, seen: Any, max_z: int) -> tuple[np.ndarray, list[Reject]]:
-    """(S,) bool rows to predict; duplicate ids and untrained elements become rejects."""
-    keep = np.ones(batch.n_structures, dtype=bool)
-    rejects = []
-    zmax = np.zeros(batch.n_structures, dtype=np.int64)
-    if batch.n_atoms:
-        zmax = np.maximum.reduceat(batch.numbers.astype(np.int64), batch.atom_ptr[:-1])
-    for i, (id_, source) in enumerate(zip(batch.ids, batch.sources)):
-        dup = seen.check(str(id_), str(source))
-        if dup is not None:
-            keep[i] = False
-            rejects.append(dup)
-        elif zmax[i] > max_z:
-            keep[i] = False
-            z = int(zmax[i])
-            rejects.append(Reject(str(id_), str(source), f"numbers: element {ELEMENTS[z - 1]} "
-                                  f"(Z={z}) is outside the model's training elements (Z <= {max_z})"))
-    return keep, rejects
-
-
 def trained_max_z(bundle: Bundle) -> int:
     """Largest atomic number every member was trained on (its ``max_z`` filter or embedding)."""
     limits = []
@@ -191,26 +139,145 @@ def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool,
     return cols
 
 
+def _untrained_elements(batch: FeaturizedBatch, max_z: int) -> tuple[np.ndarray, list[Reject]]:
+    """(S,) bool rows a model can predict; structures with elements above ``max_z`` -> rejects."""
+    zmax = np.zeros(batch.n_structures, dtype=np.int64)
+    if batch.n_atoms:
+        zmax = np.maximum.reduceat(batch.numbers.astype(np.int64), batch.atom_ptr[:-1])
+    keep = zmax <= max_z
+    rejects = [
+        Reject(str(batch.ids[i]), str(batch.sources[i]),
+               f"numbers: element {ELEMENTS[int(zmax[i]) - 1]} (Z={int(zmax[i])}) is outside "
+               f"the model's training elements (Z <= {max_z})")
+        for i in np.flatnonzero(~keep)
+    ]
+    return keep, rejects
+
+
+@dataclass
+class ChunkPrediction:
+    """Predictions of one chunk of inputs (rows in input order) and its rejects."""
+
+    ids: np.ndarray  # (S,) str
+    sources: np.ndarray  # (S,) str
+    columns: dict[str, np.ndarray]  # name -> (S,) float64
+    rejects: list[Reject]
+    n_inputs: int
+
+
+def predict_chunk(bundle: Bundle, batch: FeaturizedBatch, rejects: list[Reject], n_inputs: int,
+                  *, tta: bool, batch_size: int) -> ChunkPrediction:
+    """Predict every structure of ``batch`` the bundle was trained for; the rest are rejects."""
+    keep, more = _untrained_elements(batch, trained_max_z(bundle))
+    if not keep.all():
+        batch = batch.select(np.flatnonzero(keep))
+    if batch.n_structures:
+        cols = predict_featurized(bundle, batch, tta=tta, batch_size=batch_size)
+    else:
+        cols = {c: np.zeros(0) for c in output_columns(bundle)[1:]}
+    return ChunkPrediction(batch.ids.astype(str), batch.sources.astype(str), cols,
+                           rejects + more, n_inputs)
+
+
+def _raw_task(bundle: Bundle, items: list[Any], policy: Any, featurizer: FeaturizerConfig,
+              tta: bool, batch_size: int) -> ChunkPrediction:
+    """Parse, featurize and predict one chunk of raw inputs."""
+    from fastgap.featurize import process_chunk
+
+    result = process_chunk(items, policy, featurizer, frozenset(), frozenset())
+    rejects = [Reject(i, s, r) for kind, i, s, r in result.records if kind == "reject"]
+    return predict_chunk(bundle, result.batch, rejects, len(result.records), tta=tta,
+                         batch_size=batch_size)
+
+
+def _store_task(bundle: Bundle, batch: FeaturizedBatch, tta: bool,
+                batch_size: int) -> ChunkPrediction:
+    return predict_chunk(bundle, batch, [], batch.n_structures, tta=tta, batch_size=batch_size)
+
+
+def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig) -> Iterator[tuple[Any, tuple]]:
+    """(function, arguments) per chunk of input, in input order; the bundle is added later."""
+    from fastgap.featurize import chunked
+    from fastgap.readers import iter_raw
+    from fastgap.store import Store
+
+    # processes are the parallelism: one k-NN thread each
+    featurizer = FeaturizerConfig(k=k, backend=config.backend, num_threads=1)
+    opts = (config.tta, config.batch_size)
+    for kind, item in _segments(inputs):
+        if kind == "store":
+            store = Store.open(item)
+            if store.featurizer.k != k:
+                raise ValueError(f"inputs: store {str(item)!r} has k={store.featurizer.k} "
+                                 f"neighbours, the model was trained with k={k}")
+            for batch in store.iter_batches(config.chunk_size):
+                yield _store_task, (batch, *opts)
+            continue
+        for chunk in chunked(iter_raw(item), config.chunk_size):
+            yield _raw_task, (chunk, config.policy, featurizer, *opts)
+
+
+# Worker-process state: the bundle, sent once per worker by the pool initializer.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(bundle: Bundle) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core does the inference
+    _WORKER["bundle"] = bundle
+
+
+def _in_worker(fn: Any, args: tuple) -> ChunkPrediction:
+    return fn(_WORKER["bundle"], *args)
+
+
+def chunk_predictions(
+    inputs: Sequence[Any], bundle: Bundle, config: PredictConfig
+) -> Iterator[ChunkPrediction]:
+    """Per chunk, in input order: parse + featurize + every member, in ``config.workers``
+    processes (each runs the whole chain on its chunks, so inference uses every core), or
+    in this process when ``workers == 0``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from fastgap.featurize import bounded_ordered_map
+
+    tasks = _tasks(inputs, bundle.k, config)
+    if config.workers == 0:
+        for fn, args in tasks:
+            yield fn(bundle, *args)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(config.workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(bundle,)) as pool:
+        yield from bounded_ordered_map(lambda task: pool.submit(_in_worker, *task), tasks,
+                                       2 * config.workers + 1)
+
+
 def iter_predictions(
     inputs: Sequence[Any], bundle: Bundle, config: PredictConfig
 ) -> Iterator[tuple[Any, list[Reject], int]]:
-    """(DataFrame of predicted rows, rejects, inputs consumed) per chunk, input order."""
+    """(DataFrame of predicted rows, rejects, inputs consumed) per chunk, input order.
+
+    A second input with an id already seen is rejected here, in the main process, so the
+    rule holds across chunks and workers.
+    """
     import pandas as pd
 
     from fastgap.readers import DuplicateIds
 
-    seen, max_z = DuplicateIds(), trained_max_z(bundle)
-    for batch, rejects, n_inputs in feature_chunks(inputs, bundle.k, config):
-        keep, more = _screen_rows(batch, seen, max_z)
-        if not keep.all():
-            batch = batch.select(keep)
-        frame = {"id": batch.ids.astype(str)}
-        if batch.n_structures:
-            frame.update(predict_featurized(bundle, batch, tta=config.tta,
-                                            batch_size=config.batch_size))
-        else:
-            frame.update({c: np.zeros(0) for c in output_columns(bundle)[1:]})
-        yield pd.DataFrame(frame), rejects + more, n_inputs
+    seen = DuplicateIds()
+    for chunk in chunk_predictions(inputs, bundle, config):
+        keep = np.ones(len(chunk.ids), dtype=bool)
+        rejects = list(chunk.rejects)
+        for i, (id_, source) in enumerate(zip(chunk.ids, chunk.sources)):
+            dup = seen.check(str(id_), str(source))
+            if dup is not None:
+                keep[i] = False
+                rejects.append(dup)
+        frame = {"id": chunk.ids[keep], **{c: v[keep] for c, v in chunk.columns.items()}}
+        yield pd.DataFrame(frame), rejects, chunk.n_inputs
 
 
 def output_columns(bundle: Bundle) -> list[str]:
