@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -117,14 +116,10 @@ def test_predict_batch_validation(data) -> None:
         predict_batch(FastGapModel(ModelConfig(**TINY)), data, batch_size=0)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("FASTGAP_TEST_COMPILE"),
-    reason="torch.compile of the LSTMs takes about a minute on 2 CPU cores; "
-    "set FASTGAP_TEST_COMPILE=1 to run",
-)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
-def test_compiled_equals_eager(data) -> None:
-    model = _model(ModelConfig(**TINY, pooling="mean")).float()
+@pytest.mark.parametrize("pooling", ["lstm", "attention"])
+def test_compiled_equals_eager(data, pooling: str) -> None:
+    model = _model(ModelConfig(**TINY, pooling=pooling)).float()
     b = collate([StructureDataset(data)[(i, ALL_VARIANTS)] for i in range(6)])
     compiled = torch.compile(model, dynamic=True)
     with torch.no_grad():
