@@ -31,6 +31,7 @@ CLS_SEEDS="${CLS_SEEDS:-0}"        # one classifier per seed
 WORKERS="${WORKERS:-2}"            # featurize processes
 THREADS="${THREADS:-1}"            # torch threads per training (0 = torch default)
 JOBS="${JOBS:-2}"                  # trainings run at the same time
+RESULTS="${RESULTS:-}"             # e.g. benchmarks/RESULTS.md: write the test metrics there too
 
 mkdir -p "$WORK"
 INPUT="$DATA"
@@ -98,4 +99,4 @@ card = {
 print(pack_bundle(bundle, gap, metal, card))
 PY
 "$PYTHON" "$REPO/scripts/evaluate_screening.py" --model "$BUNDLE" --store "$STORE" \
-  --split "$SPLIT" --out "$WORK/evaluation" --card
+  --split "$SPLIT" --out "$WORK/evaluation" --card ${RESULTS:+--results "$RESULTS"}
