@@ -73,17 +73,10 @@ def run_once(src: Path, workers: int, backend: str, chunk: int) -> dict[str, flo
 
 
 def machine_line() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import fastgap
+    from fastgap.benchmarks_suite.report import cpu_model
 
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    return (f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"fastgap {fastgap.__version__}")
 
 

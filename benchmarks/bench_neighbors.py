@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -256,10 +255,9 @@ def check_against_pymatgen(batch: Batch) -> str:
 
 def machine_line() -> str:
     from fastgap import _core
+    from fastgap.benchmarks_suite.report import cpu_model
 
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines()
-                  if ln.startswith("Model name")), platform.processor())
+    model = cpu_model()
     versions = ", ".join(f"{p} {_version(p)}" for p in ("numpy", "numba", "pymatgen-core",
                                                           "vesin", "matscipy"))
 

@@ -17,7 +17,6 @@ import datetime
 import itertools
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from importlib.metadata import version
@@ -36,11 +35,9 @@ from fastgap.structures import Reject
 
 
 def machine_line() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        cpu = next(l.split(":", 1)[1].strip() for l in lscpu.splitlines() if "Model name" in l)
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        cpu = platform.processor() or "unknown CPU"
+    from fastgap.benchmarks_suite.report import cpu_model
+
+    cpu = cpu_model()
     libs = ", ".join(f"{n} {version(n)}" for n in ("numpy", "orjson", "gemmi", "pymatgen"))
     return f"{cpu}; Python {platform.python_version()}; {libs}; {datetime.date.today()}"
 
