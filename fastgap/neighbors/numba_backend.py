@@ -25,27 +25,6 @@ _MAX_CELLS_PER_AXIS = 64
 _INSERTION_MAX = 96  # candidates; beyond this np.argsort is faster
 
 
-@njit(cache=True, inline="always")
-def _push(f0, f1, f2, lat, r2max, i, j, n0, n1, n2, shift, cand_d, cand_j, cand_img, count,
-          capacity):
-    """Add the image (n0, n1, n2) of atom j at fractional offset f from atom i if it is
-    within ``sqrt(r2max)``; returns the new candidate count (counted past ``capacity``)."""
-    x = f0 * lat[0, 0] + f1 * lat[1, 0] + f2 * lat[2, 0]
-    y = f0 * lat[0, 1] + f1 * lat[1, 1] + f2 * lat[2, 1]
-    z = f0 * lat[0, 2] + f1 * lat[1, 2] + f2 * lat[2, 2]
-    r2 = x * x + y * y + z * z
-    if r2 <= r2max:
-        if count < capacity:
-            cand_d[count] = np.sqrt(r2)
-            cand_j[count] = j
-            # image relative to the input coordinates
-            cand_img[count, 0] = n0 - shift[j, 0] + shift[i, 0]
-            cand_img[count, 1] = n1 - shift[j, 1] + shift[i, 1]
-            cand_img[count, 2] = n2 - shift[j, 2] + shift[i, 2]
-        count += 1
-    return count
-
-
 @njit(cache=True)
 def _det(lat: np.ndarray) -> float:
     return (lat[0, 0] * (lat[1, 1] * lat[2, 2] - lat[1, 2] * lat[2, 1])
@@ -95,8 +74,19 @@ def _gather_pairs(i, lat, wrapped, shift, pbc, inv_norms, radius, cand_d, cand_j
                     if j == i and n0 == 0 and n1 == 0 and n2 == 0:
                         continue
                     f2 = delta[2] + n2
-                    count = _push(f0, f1, f2, lat, r2max, i, j, n0, n1, n2, shift,
-                                  cand_d, cand_j, cand_img, count, capacity)
+                    x = f0 * lat[0, 0] + f1 * lat[1, 0] + f2 * lat[2, 0]
+                    y = f0 * lat[0, 1] + f1 * lat[1, 1] + f2 * lat[2, 1]
+                    z = f0 * lat[0, 2] + f1 * lat[1, 2] + f2 * lat[2, 2]
+                    r2 = x * x + y * y + z * z
+                    if r2 <= r2max:
+                        if count < capacity:
+                            cand_d[count] = np.sqrt(r2)
+                            cand_j[count] = j
+                            # image relative to the input coordinates
+                            cand_img[count, 0] = n0 - shift[j, 0] + shift[i, 0]
+                            cand_img[count, 1] = n1 - shift[j, 1] + shift[i, 1]
+                            cand_img[count, 2] = n2 - shift[j, 2] + shift[i, 2]
+                        count += 1
     return count
 
 
@@ -162,8 +152,18 @@ def _gather_cells(i, lat, wrapped, shift, inv_norms, radius, cells,
                     f0 = (wrapped[j, 0] - wrapped[i, 0]) + n0
                     f1 = (wrapped[j, 1] - wrapped[i, 1]) + n1
                     f2 = (wrapped[j, 2] - wrapped[i, 2]) + n2
-                    count = _push(f0, f1, f2, lat, r2max, i, j, n0, n1, n2, shift,
-                                  cand_d, cand_j, cand_img, count, capacity)
+                    x = f0 * lat[0, 0] + f1 * lat[1, 0] + f2 * lat[2, 0]
+                    y = f0 * lat[0, 1] + f1 * lat[1, 1] + f2 * lat[2, 1]
+                    z = f0 * lat[0, 2] + f1 * lat[1, 2] + f2 * lat[2, 2]
+                    r2 = x * x + y * y + z * z
+                    if r2 <= r2max:
+                        if count < capacity:
+                            cand_d[count] = np.sqrt(r2)
+                            cand_j[count] = j
+                            cand_img[count, 0] = n0 - shift[j, 0] + shift[i, 0]
+                            cand_img[count, 1] = n1 - shift[j, 1] + shift[i, 1]
+                            cand_img[count, 2] = n2 - shift[j, 2] + shift[i, 2]
+                        count += 1
     return count
 
 
