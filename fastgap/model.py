@@ -5,6 +5,11 @@ Design (the defaults of ``ModelConfig``):
 1. Each atom's list is ``[centre] + k neighbours`` (k = 19): 20 (element, distance) entries.
 2. Entry vector = learned element embedding * (1 / distance). The centre is at distance 0;
    it is scaled by exactly 1 Å^-1 (as if at 1 Å), i.e. its embedding is used unscaled.
+   Option ``element_features="physical"``: the element vector is the learned embedding plus
+   a linear map (no bias) of a fixed, standardised table of physical descriptors
+   (``fastgap.elements``: group, period, block, electronegativity, radii, ionisation energy,
+   electron affinity, valence s/p/d/f counts, mass, Mendeleev number, molar volume, and
+   missing-value flags); the distance scaling is unchanged.
 3. A per-atom LSTM reads the 20 vectors in list order; its final hidden state is the atom
    vector.
 4. A per-structure LSTM reads the atom vectors in a fractional (x, y, z) order
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
 
 DISTANCE_ENCODINGS = ("inverse", "rbf")
 POOLINGS = ("lstm", "attention", "mean")
+ELEMENT_FEATURES = ("learned", "physical")
 CENTRE_INV_DISTANCE = 1.0  # Å^-1: the centre entry's scale in the "inverse" encoding
 
 
@@ -55,6 +61,7 @@ class ModelConfig:
     dropout: float = 0.0
     n_outputs: int = 1
     max_z: int = 118
+    element_features: str = "learned"  # "physical": + linear map of fastgap.elements' table
 
     def __post_init__(self) -> None:
         self.head_sizes = tuple(int(h) for h in self.head_sizes)
@@ -71,6 +78,15 @@ class ModelConfig:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {self.pooling!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
+        if self.element_features not in ELEMENT_FEATURES:
+            raise ValueError(
+                f"element_features: expected one of {ELEMENT_FEATURES}, "
+                f"got {self.element_features!r}"
+            )
+        if self.element_features == "physical" and not 1 <= self.max_z <= 118:
+            raise ValueError(
+                f"max_z: element_features='physical' describes Z = 1..118, got max_z={self.max_z}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -109,6 +125,13 @@ class FastGapModel(nn.Module):
         n_dir = 2 if cfg.bidirectional else 1
         drop = cfg.dropout if cfg.layers > 1 else 0.0
         self.embed = nn.Embedding(cfg.max_z + 1, cfg.embed_dim, padding_idx=0)
+        if cfg.element_features == "physical":
+            from fastgap.elements import element_descriptors
+
+            # saved with the weights, so a checkpoint keeps the table it was trained with
+            self.register_buffer("element_table", torch.as_tensor(element_descriptors(cfg.max_z)))
+            # no bias: padding (row 0 = zeros) stays a zero vector, as in the embedding
+            self.element_proj = nn.Linear(self.element_table.shape[1], cfg.embed_dim, bias=False)
         in_dim = cfg.embed_dim
         if cfg.distance_encoding == "rbf":
             self.register_buffer("rbf_centres", torch.linspace(0.0, cfg.rbf_cutoff, cfg.rbf_bins))
@@ -150,6 +173,8 @@ class FastGapModel(nn.Module):
         numbers = numbers * valid
         distances = torch.where(valid, distances, torch.ones_like(distances))
         emb = self.embed(numbers)  # (N, L, E)
+        if self.config.element_features == "physical":
+            emb = emb + self.element_proj(self.element_table[numbers])  # (N, L, F) -> (N, L, E)
         if self.config.distance_encoding == "inverse":
             centre = torch.zeros_like(distances, dtype=torch.bool)
             centre[:, 0] = True
