@@ -14,7 +14,10 @@ Combination rule (`combine`):
 
 - ``band_gap_regressor_eV`` = mean over the regressors; ``band_gap_std_eV`` = their standard
   deviation (ddof=0, only when there are two or more: the spread of the ensemble, which does
-  not include the classifier's uncertainty);
+  not include the classifier's uncertainty) times the bundle's calibration factor
+  ``card["calibration"]["std_scale"]`` (1.0 when the card has none). The factor is fitted
+  on the validation split (``scripts/evaluate_screening.py --calibrate``) so that 68.3 % of
+  the validation errors on non-zero gaps fall within one reported std;
 - ``p_metal`` = mean over the classifiers of P(band gap == 0);
 - ``band_gap_eV`` = 0.0 where ``p_metal >= 0.5``, else ``max(band_gap_regressor_eV, 0)``.
   Without a classifier ``p_metal`` is NaN and ``band_gap_eV`` is the clipped regression.
@@ -68,6 +71,7 @@ class Bundle:
         metal: classifiers whose targets include ``is_metal``.
         others: members predicting neither (their targets become plain output columns).
         k: neighbours per atom every member was trained with.
+        card: the bundle's card.json; ``card["calibration"]["std_scale"]`` scales the std.
     """
 
     source: str
@@ -84,6 +88,39 @@ class Bundle:
         for m in (*self.band_gap, *self.metal, *self.others):
             seen.setdefault(id(m), m)
         return list(seen.values())
+
+    @property
+    def std_scale(self) -> float:
+        """Calibration factor of ``band_gap_std_eV`` (1.0 when the card has none)."""
+        return float(self.card.get("calibration", {}).get("std_scale", 1.0))
+
+
+def check_std_scale(value: Any, where: str = "std_scale") -> float:
+    """``value`` as a float if it is a finite number > 0, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        np.isfinite(value) and value > 0
+    ):
+        raise ValueError(f"{where}: expected a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def select_members(bundle: Bundle, n_gap: int) -> Bundle:
+    """A bundle with only the first ``n_gap`` band-gap regressors (0 = all of them).
+
+    The classifiers and other members are kept. The card's std calibration was fitted for
+    the whole ensemble, so a smaller one drops it: with two or more regressors
+    ``band_gap_std_eV`` is then their raw spread, with one there is no std column.
+    """
+    if isinstance(n_gap, bool) or not isinstance(n_gap, int) or n_gap < 0:
+        raise ValueError(f"members: expected an int >= 0 (0 = all), got {n_gap!r}")
+    if n_gap > len(bundle.band_gap):
+        raise ValueError(f"members: the bundle {bundle.source!r} has "
+                         f"{len(bundle.band_gap)} band-gap regressors, got {n_gap}")
+    if n_gap in (0, len(bundle.band_gap)):
+        return bundle
+    card = {key: value for key, value in bundle.card.items() if key != "calibration"}
+    return Bundle(source=bundle.source, band_gap=bundle.band_gap[:n_gap], metal=bundle.metal,
+                  others=bundle.others, card=card, k=bundle.k)
 
 
 def load_bundle(spec: str | Path = "default", *, device: str = "cpu") -> Bundle:
@@ -132,6 +169,12 @@ def _load_card_bundle(path: Path, device: str) -> Bundle:
     files = [path / name for role in ROLES for name in members.get(role, [])]
     if not files:
         raise ValueError(f"model: bundle {str(path)!r} lists no members in {CARD_NAME}")
+    calibration = card.get("calibration", {})
+    if not isinstance(calibration, dict) or (calibration and "std_scale" not in calibration):
+        raise ValueError(f"model: {CARD_NAME} of {str(path)!r}: calibration: expected a table "
+                         f"with std_scale, got {calibration!r}")
+    if calibration:
+        check_std_scale(calibration["std_scale"], f"model: {CARD_NAME} calibration.std_scale")
     bundle = _bundle_of(files, str(path), card, device)
     for role in ROLES:
         want = {str(path / n) for n in members.get(role, [])}
@@ -167,18 +210,21 @@ def _bundle_of(files: list[Path], source: str, card: dict[str, Any], device: str
     return bundle
 
 
-def combine(gap_preds: np.ndarray | None, p_metal: np.ndarray | None, n: int) -> dict[str, np.ndarray]:
+def combine(gap_preds: np.ndarray | None, p_metal: np.ndarray | None, n: int, *,
+            std_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Apply the combination rule (module docstring) to per-member predictions.
 
     Args:
         gap_preds: (M, S) float64 band gaps in eV from M regressors, or None.
         p_metal: (C, S) float64 metal probabilities from C classifiers, or None.
         n: S, the number of structures.
+        std_scale: calibration factor applied to the regressors' std (finite, > 0).
 
     Returns:
         Columns (each (S,) float64): ``band_gap_eV``, ``p_metal``, ``band_gap_regressor_eV``
         and, when M >= 2, ``band_gap_std_eV``.
     """
+    std_scale = check_std_scale(std_scale)
     out: dict[str, np.ndarray] = {}
     pm = np.full(n, np.nan) if p_metal is None else np.asarray(p_metal, np.float64).mean(axis=0)
     if gap_preds is None:
@@ -192,7 +238,7 @@ def combine(gap_preds: np.ndarray | None, p_metal: np.ndarray | None, n: int) ->
     out["band_gap_eV"] = gap
     out["p_metal"] = pm
     if gap_preds is not None and len(gap_preds) >= 2:
-        out["band_gap_std_eV"] = np.asarray(gap_preds, dtype=np.float64).std(axis=0)
+        out["band_gap_std_eV"] = np.asarray(gap_preds, dtype=np.float64).std(axis=0) * std_scale
     out["band_gap_regressor_eV"] = reg
     return out
 
@@ -229,11 +275,22 @@ def pack_bundle(
     return out
 
 
-def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any]) -> Path:
-    """Store ``metrics`` in the bundle's card.json and (re)write MODEL_CARD.md from it."""
+def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = None,
+                     calibration: dict[str, Any] | None = None) -> Path:
+    """Store ``metrics`` and/or ``calibration`` in the bundle's card.json (None = keep the
+    card's) and (re)write MODEL_CARD.md from it.
+
+    ``calibration`` must hold ``std_scale`` (finite, > 0), the factor applied to
+    ``band_gap_std_eV``; its other fields (method, split, command, ...) are descriptive.
+    """
     bundle_dir = Path(bundle_dir)
     card = json.loads((bundle_dir / CARD_NAME).read_text())
-    card["metrics"] = metrics
+    if metrics is not None:
+        card["metrics"] = metrics
+    if calibration is not None:
+        check_std_scale(calibration.get("std_scale"), "calibration.std_scale")
+        card["calibration"] = calibration
+    metrics = card.get("metrics", {})
     (bundle_dir / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     lines = [
         f"# {card.get('name', 'fastgap model bundle')}", "",
@@ -248,8 +305,11 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any]) -> Path:
         "## Combination rule", "",
         "`band_gap_eV` is 0.0 where `p_metal >= 0.5` (mean of the classifiers' probability "
         "that the DFT gap is 0), else the mean of the regressors clipped at 0. "
-        "`band_gap_std_eV` is the standard deviation (ddof=0) of the regressors; it does "
-        "not include the classifier's uncertainty. The regressors never saw metals.", "",
+        "`band_gap_std_eV` is the standard deviation (ddof=0) of the regressors times the "
+        "calibration factor below; it does not include the classifier's uncertainty. The "
+        "regressors never saw metals.", "",
+        "## Calibration of band_gap_std_eV", "",
+        *_calibration_lines(card.get("calibration")),
         "## Metrics", "",
         "```json", json.dumps(metrics, indent=2), "```", "",
         "## Reproduce", "", f"`{card.get('command', '?')}`", "",
@@ -257,3 +317,14 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any]) -> Path:
     path = bundle_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
+    if not calibration:
+        return ["None: `band_gap_std_eV` is the raw ensemble spread (factor 1.0).", ""]
+    return [
+        f"`band_gap_std_eV` = raw ensemble std x {calibration['std_scale']:.4g} "
+        f"({calibration.get('method', '?')}, fitted on the {calibration.get('split', '?')} "
+        "split). Fewer members (`--members`) report the raw spread.", "",
+        "```json", json.dumps(calibration, indent=2), "```", "",
+    ]

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fastgap.ensemble import GAP_TARGET, METAL_TARGET, Bundle, combine, load_bundle
+from fastgap.ensemble import GAP_TARGET, METAL_TARGET, Bundle, combine, load_bundle, select_members
 from fastgap.features import FeaturizedBatch, FeaturizerConfig
 from fastgap.structures import ELEMENTS, Reject
 
@@ -40,7 +40,15 @@ class PredictConfig:
         workers: parse + featurize worker processes (0 = in the calling process).
         batch_size: structures per model forward pass.
         chunk_size: inputs per worker task (and per inference chunk).
-        tta: average each model over the distinct axis-swap atom orders of a structure.
+        tta: average each order-dependent model (LSTM pooling) over the distinct axis-swap
+            atom orders of a structure; order-free models ("attention"/"mean" pooling) give
+            the same numbers for every order and read only one (`fastgap.inference`).
+        precision: "fp32" (the model card's numbers) or "bf16" (CPU autocast, faster, with
+            the accuracy change reported in benchmarks/RESULTS.md).
+        members: use only the first ``members`` band-gap regressors (0 = all); 1 is the
+            fast mode (no ``band_gap_std_eV``); fewer than all report an uncalibrated std.
+        calibrated: scale ``band_gap_std_eV`` by the card's calibration factor (False = the
+            raw ensemble spread).
         backend: neighbour-list backend of the featurizer ("auto", "cpp", "numba", ...).
         threads: torch threads for inference (0 = leave torch's setting).
         policy: `fastgap.readers.ReadPolicy` (None = its defaults).
@@ -52,16 +60,28 @@ class PredictConfig:
     batch_size: int = 256
     chunk_size: int = 1000
     tta: bool = True
+    precision: str = "fp32"
+    members: int = 0
+    calibrated: bool = True
     backend: str = "auto"
     threads: int = 0
     policy: Any = None
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name, low in (("workers", 0), ("batch_size", 1), ("chunk_size", 1), ("threads", 0)):
+        from fastgap.inference import check_precision
+
+        for name, low in (("workers", 0), ("batch_size", 1), ("chunk_size", 1), ("threads", 0),
+                          ("members", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+        check_precision(self.precision)
+
+    def inference_options(self) -> dict[str, Any]:
+        """Keyword arguments of `predict_featurized` / `predict_chunk`."""
+        return {"tta": self.tta, "batch_size": self.batch_size, "precision": self.precision,
+                "calibrated": self.calibrated}
 
 
 @dataclass
@@ -113,24 +133,30 @@ def trained_max_z(bundle: Bundle) -> int:
     return min(limits)
 
 
-def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool,
-                       batch_size: int) -> dict[str, np.ndarray]:
-    """Output columns (each (S,) float64) for every structure of ``batch``, in order."""
+def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool, batch_size: int,
+                       precision: str = "fp32", calibrated: bool = True) -> dict[str, np.ndarray]:
+    """Output columns (each (S,) float64) for every structure of ``batch``, in order.
+
+    Every member reads the same dataset and the same collated batches
+    (`fastgap.inference.predict_members`); ``calibrated`` applies ``bundle.std_scale``.
+    """
     from fastgap.data import StructureDataset
-    from fastgap.model import predict_dataset
+    from fastgap.inference import predict_members
 
     n = batch.n_structures
     dataset = StructureDataset(batch)  # built once, shared by every member
-    idx = np.arange(n)
-    preds = {id(m): predict_dataset(m.model, dataset, idx, tta=tta, batch_size=batch_size)
-             for m in bundle.members}  # fmt: skip
+    members = bundle.members
+    outs = predict_members([m.model for m in members], dataset, tta=tta,
+                           batch_size=batch_size, precision=precision)
+    preds = {id(m): out for m, out in zip(members, outs)}
 
     def column(members: list[Any], target: str) -> np.ndarray | None:
         if not members:
             return None
         return np.stack([preds[id(m)][:, m.targets.index(target)] for m in members])  # (M, S)
 
-    cols = combine(column(bundle.band_gap, GAP_TARGET), column(bundle.metal, METAL_TARGET), n)
+    cols = combine(column(bundle.band_gap, GAP_TARGET), column(bundle.metal, METAL_TARGET), n,
+                   std_scale=bundle.std_scale if calibrated else 1.0)
     others: dict[str, list[np.ndarray]] = {}
     for m in bundle.others:
         for j, target in enumerate(m.targets):
@@ -166,13 +192,17 @@ class ChunkPrediction:
 
 
 def predict_chunk(bundle: Bundle, batch: FeaturizedBatch, rejects: list[Reject], n_inputs: int,
-                  *, tta: bool, batch_size: int) -> ChunkPrediction:
-    """Predict every structure of ``batch`` the bundle was trained for; the rest are rejects."""
+                  **options: Any) -> ChunkPrediction:
+    """Predict every structure of ``batch`` the bundle was trained for; the rest are rejects.
+
+    ``options`` are the keyword arguments of `predict_featurized` (``tta``, ``batch_size``,
+    ``precision``, ``calibrated``).
+    """
     keep, more = _untrained_elements(batch, trained_max_z(bundle))
     if not keep.all():
         batch = batch.select(np.flatnonzero(keep))
     if batch.n_structures:
-        cols = predict_featurized(bundle, batch, tta=tta, batch_size=batch_size)
+        cols = predict_featurized(bundle, batch, **options)
     else:
         cols = {c: np.zeros(0) for c in output_columns(bundle)[1:]}
     return ChunkPrediction(batch.ids.astype(str), batch.sources.astype(str), cols,
@@ -180,19 +210,17 @@ def predict_chunk(bundle: Bundle, batch: FeaturizedBatch, rejects: list[Reject],
 
 
 def _raw_task(bundle: Bundle, items: list[Any], policy: Any, featurizer: FeaturizerConfig,
-              tta: bool, batch_size: int) -> ChunkPrediction:
+              options: dict[str, Any]) -> ChunkPrediction:
     """Parse, featurize and predict one chunk of raw inputs."""
     from fastgap.featurize import process_chunk
 
     result = process_chunk(items, policy, featurizer, frozenset(), frozenset())
     rejects = [Reject(i, s, r) for kind, i, s, r in result.records if kind == "reject"]
-    return predict_chunk(bundle, result.batch, rejects, len(result.records), tta=tta,
-                         batch_size=batch_size)
+    return predict_chunk(bundle, result.batch, rejects, len(result.records), **options)
 
 
-def _store_task(bundle: Bundle, batch: FeaturizedBatch, tta: bool,
-                batch_size: int) -> ChunkPrediction:
-    return predict_chunk(bundle, batch, [], batch.n_structures, tta=tta, batch_size=batch_size)
+def _store_task(bundle: Bundle, batch: FeaturizedBatch, options: dict[str, Any]) -> ChunkPrediction:
+    return predict_chunk(bundle, batch, [], batch.n_structures, **options)
 
 
 def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig) -> Iterator[tuple[Any, tuple]]:
@@ -203,7 +231,7 @@ def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig) -> Iterator[tup
 
     # processes are the parallelism: one k-NN thread each
     featurizer = FeaturizerConfig(k=k, backend=config.backend, num_threads=1)
-    opts = (config.tta, config.batch_size)
+    opts = config.inference_options()
     for kind, item in _segments(inputs):
         if kind == "store":
             store = Store.open(item)
@@ -211,10 +239,10 @@ def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig) -> Iterator[tup
                 raise ValueError(f"inputs: store {str(item)!r} has k={store.featurizer.k} "
                                  f"neighbours, the model was trained with k={k}")
             for batch in store.iter_batches(config.chunk_size):
-                yield _store_task, (batch, *opts)
+                yield _store_task, (batch, opts)
             continue
         for chunk in chunked(iter_raw(item), config.chunk_size):
-            yield _raw_task, (chunk, config.policy, featurizer, *opts)
+            yield _raw_task, (chunk, config.policy, featurizer, opts)
 
 
 # Worker-process state: the bundle, sent once per worker by the pool initializer.
@@ -300,8 +328,8 @@ def _as_inputs(structures: Any) -> list[Any]:
     return list(structures)
 
 
-def _bundle(model: Any) -> Bundle:
-    return model if isinstance(model, Bundle) else load_bundle(model)
+def _bundle(model: Any, members: int = 0) -> Bundle:
+    return select_members(model if isinstance(model, Bundle) else load_bundle(model), members)
 
 
 def predict(structures: Any, model: Any = "default", config: PredictConfig | None = None) -> Any:
@@ -323,7 +351,7 @@ def predict(structures: Any, model: Any = "default", config: PredictConfig | Non
     import pandas as pd
 
     config = config or PredictConfig(workers=0, progress=False)
-    bundle = _bundle(model)
+    bundle = _bundle(model, config.members)
     frames, rejects = [], []
     for frame, rej, _ in iter_predictions(_as_inputs(structures), bundle, config):
         frames.append(frame)
@@ -406,7 +434,7 @@ def predict_to_file(
     config = config or PredictConfig()
     out = Path(out)
     rejects_path = Path(rejects) if rejects is not None else default_rejects_path(out)
-    bundle = _bundle(config.model)
+    bundle = _bundle(config.model, config.members)
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     threads = torch.get_num_threads()
     if config.threads:
