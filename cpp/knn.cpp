@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <mutex>
@@ -70,6 +71,10 @@ void small_sort(T* first, T* last, Less less) {
 
 constexpr size_t kSmallSort = 48;
 
+// Up to this many candidates are ranked by a branch-free count (see sort_by_key); more
+// go through nth_element.
+constexpr size_t kRankMax = 64;
+
 inline bool key_less(const Key& p, const Key& q) { return p.d < q.d; }
 
 // Reusable per-thread state; one structure at a time. Buffers only grow, so the per-atom
@@ -86,6 +91,8 @@ class Worker {
   // k-th entry's tie group; return that group's last distance (the last one when fewer
   // than k candidates exist) and set head_ to the number of entries up to it.
   double rank_head(int32_t i);
+  void sort_by_key();
+  double select_head(int32_t i, double thr, size_t p);
   void exact_distances(int32_t i, size_t begin, size_t end);
   void check_min_distance(int32_t i);
   void fill_entries(int32_t i);
@@ -107,6 +114,7 @@ class Worker {
   std::vector<int32_t> shift_;    // (n, 3) floor of the input coordinates (periodic axes)
   ImageGrid grid_;
   std::vector<Key> keys_;         // [0, m_) candidates of the current atom
+  std::vector<Key> ranked_ = std::vector<Key>(kRankMax);  // sort_by_key scratch
   size_t m_ = 0;
   size_t head_ = 0;
   std::vector<Entry> sel_;        // (head_,) in contract order after order_groups
@@ -228,10 +236,36 @@ void Worker::exact_distances(int32_t i, size_t begin, size_t end) {
   }
 }
 
+// Sorts keys_[0, m_), m_ <= kRankMax, by approximate distance. The 32-bit sort key is the
+// float of the approximate squared distance (its bits order like the value, as it is not
+// negative) with the low 6 bits replaced by the position, so that keys are distinct and
+// each one's rank is a branch-free, vectorisable count of the smaller keys. The order is
+// only approximate (the float is about 1e-5 relative); the exact pass corrects it.
+void Worker::sort_by_key() {
+  const size_t m = m_;
+  const size_t padded = (m + 7) & ~size_t(7);
+  alignas(32) int32_t key[kRankMax];
+  Key* keys = keys_.data();
+  for (size_t t = 0; t < m; ++t) {
+    const float f = static_cast<float>(keys[t].d);
+    int32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    key[t] = (bits & ~int32_t(kRankMax - 1)) | static_cast<int32_t>(t);
+  }
+  for (size_t t = m; t < padded; ++t) key[t] = std::numeric_limits<int32_t>::max();
+  Key* ranked = ranked_.data();
+  for (size_t t = 0; t < m; ++t) {
+    const int32_t mine = key[t];
+    int32_t rank = 0;
+    for (size_t u = 0; u < padded; ++u) rank += key[u] < mine;
+    ranked[rank] = keys[t];
+  }
+  std::copy(ranked, ranked + m, keys);
+}
+
 double Worker::rank_head(int32_t i) {
   const size_t m = m_;
   const size_t k = static_cast<size_t>(in_.k);
-  const double tol = in_.tie_tol;
   Key* keys = keys_.data();
   if (m <= k) {
     exact_distances(i, 0, m);
@@ -239,16 +273,35 @@ double Worker::rank_head(int32_t i) {
     head_ = m;
     return m == 0 ? 0.0 : keys[m - 1].d;
   }
-  // Select the k-th by approximate squared distance, then compute exact distances only
-  // for the points that may share its tie group. Exact and approximate distances differ
-  // by at most slack, so every point left out of keys[0, p) is farther than thr.
-  std::nth_element(keys, keys + (k - 1), keys + m, key_less);
+  // Exact distances and approximate ones differ by at most slack, so the k points with
+  // the smallest approximate distances lie within thr.
+  double kth;
+  if (m <= kRankMax) {
+    sort_by_key();
+    kth = 0.0;
+    for (size_t t = 0; t < k; ++t) kth = std::max(kth, keys[t].d);
+  } else {
+    std::nth_element(keys, keys + (k - 1), keys + m, key_less);
+    kth = keys[k - 1].d;
+  }
+  return select_head(i, std::sqrt(kth) + grid_.slack() + 64.0 * in_.tie_tol, k);
+}
+
+// Given that keys_[0, p) hold at least k points within thr, compute exact distances only
+// for the points that may share the k-th entry's tie group: every point left out is
+// farther than thr.
+double Worker::select_head(int32_t i, double thr, size_t p) {
+  const size_t m = m_;
+  const size_t k = static_cast<size_t>(in_.k);
+  const double tol = in_.tie_tol;
   const double slack = grid_.slack();
-  double thr = std::sqrt(keys[k - 1].d) + slack + 64.0 * tol;
-  size_t p = k, exact = 0;
+  Key* keys = keys_.data();
+  size_t exact = 0;
   for (;;) {
     const double a2 = (thr + slack) * (thr + slack);
-    p = std::partition(keys + p, keys + m, [a2](const Key& q) { return q.d <= a2; }) - keys;
+    for (size_t t = p; t < m; ++t) {  // keeps the approximate order of sort_by_key
+      if (keys[t].d <= a2) std::swap(keys[p++], keys[t]);
+    }
     exact_distances(i, exact, p);
     exact = p;
     if (p <= kSmallSort) {
