@@ -42,6 +42,7 @@ METAL_TARGET = "is_metal"
 METAL_THRESHOLD = 0.5  # p_metal at or above this reports a gap of exactly 0 eV
 ROLES = ("band_gap", "metal")
 ROLE_TARGETS = {"band_gap": GAP_TARGET, "metal": METAL_TARGET}
+CALIBRATION_COVERAGE = 0.683  # fraction of |error| <= std for a Gaussian
 
 
 def default_bundle_dir() -> Path:
@@ -241,6 +242,37 @@ def combine(gap_preds: np.ndarray | None, p_metal: np.ndarray | None, n: int, *,
         out["band_gap_std_eV"] = np.asarray(gap_preds, dtype=np.float64).std(axis=0) * std_scale
     out["band_gap_regressor_eV"] = reg
     return out
+
+
+def fit_std_scale(errors: np.ndarray, std: np.ndarray, *,
+                  coverage: float = CALIBRATION_COVERAGE) -> float:
+    """Factor s such that a fraction ``coverage`` of ``|errors| <= s * std``.
+
+    Args:
+        errors: (S,) float prediction errors (eV), e.g. ensemble mean minus DFT, on the
+            validation split.
+        std: (S,) float ensemble spreads (eV), > 0 where used; rows with std == 0 are
+            skipped (their ratio is undefined).
+        coverage: target fraction in (0, 1).
+
+    Returns:
+        s > 0, the ``coverage`` quantile of ``|errors| / std`` (linear interpolation).
+    """
+    errors, std = np.asarray(errors, np.float64), np.asarray(std, np.float64)
+    if errors.shape != std.shape or errors.ndim != 1:
+        raise ValueError(f"errors, std: expected two (S,) arrays of equal length, got shapes "
+                         f"{errors.shape} and {std.shape}")
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage: expected a number in (0, 1), got {coverage!r}")
+    use = np.isfinite(errors) & np.isfinite(std) & (std > 0)
+    if not use.any():
+        raise ValueError("std: expected some finite values > 0, got none")
+    return check_std_scale(float(np.quantile(np.abs(errors[use]) / std[use], coverage)))
+
+
+def within(errors: np.ndarray, std: np.ndarray, n_std: float) -> float:
+    """Fraction of ``|errors| <= n_std * std`` (both (S,) float)."""
+    return float((np.abs(np.asarray(errors)) <= n_std * np.asarray(std)).mean())
 
 
 def pack_bundle(

@@ -7,6 +7,11 @@ non-zero gaps). Writes ``metrics.json`` and ``parity.png`` into ``--out``; with 
 the metrics go into the bundle's card.json and MODEL_CARD.md; with ``--results`` into the
 screening-accuracy block of benchmarks/RESULTS.md.
 
+``--calibrate`` first fits the factor of ``band_gap_std_eV`` on the VALIDATION split (the
+0.683 quantile of |error| / raw std over non-zero gaps, `fastgap.ensemble.fit_std_scale`),
+stores it in the card (with ``--card``) and reports the test-split calibration before
+(raw spread) and after. ``--precision bf16`` / ``--members N`` evaluate those options.
+
     python scripts/evaluate_screening.py --model fastgap/models/default \
         --store runs/default_models/store --split benchmarks/splits/mp_gap36k.json \
         --out runs/default_models/evaluation --card --results benchmarks/RESULTS.md
@@ -23,12 +28,12 @@ import numpy as np
 BLOCK = "screening-accuracy"
 
 
-def test_batch(store_path: str, split_path: str, max_z: int):  # noqa: ANN201
-    """The test-split structures of the store with every element Z <= ``max_z``."""
+def test_batch(store_path: str, split_path: str, max_z: int, part: str = "test"):  # noqa: ANN201
+    """The ``part`` split structures of the store with every element Z <= ``max_z``."""
     from fastgap.store import Store
 
     store = Store.open(store_path)
-    test = set(json.loads(Path(split_path).read_text())["test"])
+    test = set(json.loads(Path(split_path).read_text())[part])
     idx = np.flatnonzero([i in test for i in store.ids])
     batch = store.load(idx)
     zmax = np.maximum.reduceat(batch.numbers.astype(np.int64), batch.atom_ptr[:-1])
@@ -106,6 +111,31 @@ def update_block(path: Path, key: str, text: str, heading: str = "## Screening")
     path.write_text(body)
 
 
+def calibrate(bundle, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    """Fit the std factor on the validation split (raw ensemble spread, non-zero gaps)."""
+    from fastgap.ensemble import CALIBRATION_COVERAGE, fit_std_scale, within
+    from fastgap.screening import predict_featurized
+
+    val, _ = test_batch(args.store, args.split, args.max_z, "val")
+    cols = predict_featurized(bundle, val, tta=not args.no_tta, batch_size=256,
+                              precision=args.precision, calibrated=False)
+    true = val.properties["band_gap_eV"]
+    gapped = true > 0
+    err = (cols["band_gap_regressor_eV"] - true)[gapped]
+    std = cols["band_gap_std_eV"][gapped]
+    scale = fit_std_scale(err, std)
+    return {
+        "std_scale": scale,
+        "method": f"{CALIBRATION_COVERAGE} quantile of |error| / raw ensemble std",
+        "split": "val", "n_val_nonzero": int(gapped.sum()),
+        "val_within_1std_raw": within(err, std, 1), "val_within_2std_raw": within(err, std, 2),
+        "val_within_1std": within(err, scale * std, 1),
+        "val_within_2std": within(err, scale * std, 2),
+        "gaussian_ml_scale": float(np.sqrt(np.mean((err / std) ** 2))),
+        "command": "python scripts/evaluate_screening.py " + " ".join(args.argv),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default")
@@ -114,26 +144,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="directory for metrics.json and parity.png")
     p.add_argument("--max-z", type=int, default=85)
     p.add_argument("--no-tta", action="store_true")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--members", type=int, default=0, help="first N regressors (0 = all)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit the std factor on the validation split first")
     p.add_argument("--card", action="store_true", help="write metrics into the bundle's card")
     p.add_argument("--results", default=None, help="RESULTS.md to update")
     args = p.parse_args(argv)
-    from fastgap.ensemble import load_bundle, write_model_card
+    args.argv = list(argv if argv is not None else __import__("sys").argv[1:])
+    if args.card and (args.members or args.precision != "fp32"):
+        p.error("--card: the card describes the full fp32 bundle; drop --members/--precision")
+    from fastgap.ensemble import load_bundle, select_members, write_model_card
     from fastgap.screening import predict_featurized
 
-    bundle = load_bundle(args.model)
+    bundle = select_members(load_bundle(args.model), args.members)
+    calibration = None
+    if args.calibrate:
+        calibration = calibrate(bundle, args)
+        bundle.card = {**bundle.card, "calibration": calibration}
     batch, dropped = test_batch(args.store, args.split, args.max_z)
-    cols = predict_featurized(bundle, batch, tta=not args.no_tta, batch_size=256)
-    metrics = screening_metrics(batch.properties["band_gap_eV"], cols)
+    true = batch.properties["band_gap_eV"]
+    cols = predict_featurized(bundle, batch, tta=not args.no_tta, batch_size=256,
+                              precision=args.precision)
+    metrics = screening_metrics(true, cols)
+    if "band_gap_std_eV" in cols:
+        raw = predict_featurized(bundle, batch, tta=not args.no_tta, batch_size=256,
+                                 precision=args.precision, calibrated=False)
+        before = screening_metrics(true, raw)
+        metrics.update({f"{k}_raw": before[k] for k in ("within_1std", "within_2std",
+                                                         "mean_std_eV")})
+        metrics["std_scale"] = bundle.std_scale
     metrics["dropped_z_above_max"] = dropped
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot(batch.properties["band_gap_eV"], cols, out / "parity.png")
-    print(json.dumps(metrics, indent=2))
+    if calibration:
+        (out / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
+    plot(true, cols, out / "parity.png")
+    print(json.dumps({"calibration": calibration, "test_split": metrics}, indent=2))
     if args.card:
-        write_model_card(Path(bundle.source), {"test_split": metrics, "tta": not args.no_tta})
+        write_model_card(Path(bundle.source), {"test_split": metrics, "tta": not args.no_tta},
+                         calibration)
     if args.results:
-        command = "python scripts/evaluate_screening.py " + " ".join(argv or __import__("sys").argv[1:])
+        command = "python scripts/evaluate_screening.py " + " ".join(args.argv)
         update_block(Path(args.results), BLOCK, markdown(metrics, bundle.card, command))
     return 0
 

@@ -21,7 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="structures per forward pass")
     parser.add_argument("--chunk-size", type=int, default=1000, help="inputs per worker task")
     parser.add_argument("--no-tta", action="store_true",
-                        help="no averaging over axis-swap atom orders (faster)")
+                        help="no averaging over axis-swap atom orders for order-dependent "
+                             "(LSTM-pooling) members; order-free members never need it")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="fp32 (the model card's numbers) or bf16 CPU autocast (faster, "
+                             "accuracy change in benchmarks/RESULTS.md)")
+    parser.add_argument("--members", type=int, default=0,
+                        help="use the first N band-gap regressors (0 = all; 1 = fast mode, "
+                             "no band_gap_std_eV; fewer than all report an uncalibrated std)")
+    parser.add_argument("--raw-std", action="store_true",
+                        help="report the raw ensemble spread instead of the calibrated std")
     parser.add_argument("--backend", default="auto", help="neighbour-list backend")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--disorder", default="reject", help="reject or majority (CIF occupancy)")
@@ -34,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = PredictConfig(
         model=args.model, workers=args.workers, batch_size=args.batch_size,
-        chunk_size=args.chunk_size, tta=not args.no_tta, backend=args.backend,
+        chunk_size=args.chunk_size, tta=not args.no_tta, precision=args.precision,
+        members=args.members, calibrated=not args.raw_std, backend=args.backend,
         threads=args.threads, policy=ReadPolicy(disorder=args.disorder),
         progress=not args.no_progress,
     )  # fmt: skip
