@@ -148,7 +148,9 @@ bool ImageGrid::build(const double* L, const double* fw, int32_t n, const bool* 
 }
 
 // Rows of bins (fixed y and z) are contiguous in memory, so each row is one span of
-// points; rows farther from the atom than the radius are skipped.
+// points. Rows of a z slab farther than the radius are skipped, but every row spans the
+// same x bins: trimming x per row (a square root and two clamps) cost more in set-up than
+// it saved in scanned points (MP: 14 rows and 88 points per query; 0.95 s -> 0.77 s).
 size_t ImageGrid::query(int32_t i, double radius, std::vector<Key>& keys) {
   const int32_t self = self_[i];
   const double xi = x_[self], yi = y_[self], zi = z_[self];
@@ -160,6 +162,9 @@ size_t ImageGrid::query(int32_t i, double radius, std::vector<Key>& keys) {
   size_t m = 0;
   const int32_t z0 = clamp_bin((zi - rc - org_[2]) * inv_edge_, dims_[2]);
   const int32_t z1 = clamp_bin((zi + rc - org_[2]) * inv_edge_, dims_[2]);
+  const int32_t x0 = clamp_bin((xi - rc - org_[0]) * inv_edge_, dims_[0]);
+  const int32_t x1 = clamp_bin((xi + rc - org_[0]) * inv_edge_, dims_[0]);
+  const bool full_x = x0 == 0 && x1 == dims_[0] - 1;
   for (int32_t iz = z0; iz <= z1; ++iz) {
     const double bz = org_[2] + iz * edge_;
     const double dz = std::max(0.0, std::max(bz - zi, zi - (bz + edge_)));
@@ -168,18 +173,18 @@ size_t ImageGrid::query(int32_t i, double radius, std::vector<Key>& keys) {
     const double ry = std::sqrt(remz);
     const int32_t y0 = clamp_bin((yi - ry - org_[1]) * inv_edge_, dims_[1]);
     const int32_t y1 = clamp_bin((yi + ry - org_[1]) * inv_edge_, dims_[1]);
-    for (int32_t iy = y0; iy <= y1; ++iy) {
-      const double by = org_[1] + iy * edge_;
-      const double dy = std::max(0.0, std::max(by - yi, yi - (by + edge_)));
-      const double remy = remz - dy * dy;
-      if (remy < 0.0) continue;
-      const double rx = std::sqrt(remy);
-      const int32_t x0 = clamp_bin((xi - rx - org_[0]) * inv_edge_, dims_[0]);
-      const int32_t x1 = clamp_bin((xi + rx - org_[0]) * inv_edge_, dims_[0]);
-      const size_t row = (size_t(iz) * dims_[1] + iy) * dims_[0];
-      const int32_t p0 = start_[row + x0], p1 = start_[row + x1 + 1];
-      if (keys.size() < m + size_t(p1 - p0)) keys.resize(2 * (m + size_t(p1 - p0)) + 64);
-      Key* out = keys.data();
+    const size_t slab = size_t(iz) * dims_[1];
+    // Bound on the points of this slab's rows, so that the row loop never reallocates.
+    const size_t most = size_t(start_[(slab + y1) * dims_[0] + x1 + 1] -
+                               start_[(slab + y0) * dims_[0] + x0]);
+    if (keys.size() < m + most) keys.resize(2 * (m + most) + 64);
+    Key* out = keys.data();
+    // When the rows span the whole x extent they are one contiguous run of points.
+    const int32_t step = full_x ? y1 - y0 + 1 : 1;
+    for (int32_t iy = y0; iy <= y1; iy += step) {
+      const size_t row = (slab + iy) * dims_[0];
+      const int32_t p0 = start_[row + x0];
+      const int32_t p1 = start_[row + size_t(step - 1) * dims_[0] + x1 + 1];
       for (int32_t q = p0; q < p1; ++q) {  // branch-free append
         const double dx = x_[q] - xi, dy2 = y_[q] - yi, dz2 = z_[q] - zi;
         const double d2 = dx * dx + dy2 * dy2 + dz2 * dz2;
