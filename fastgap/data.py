@@ -18,6 +18,12 @@ symmetry-equivalent in practice, and their per-atom LSTM outputs are identical, 
 structure's atom rows are its distinct lists and its sequences index them. On the
 Materials Project band-gap set this cuts the per-atom LSTM work by about 2.8x. Sharing
 never crosses structures, so a structure's prediction does not depend on its batch.
+
+Neighbour rows (``rounds > 1``): when the data carries ``nbr_indices`` (store schema 2),
+every atom also gets a round-2 row: the batch rows of the atoms its entries are
+(``Batch.atom_nbr_rows``), with the sequences indexing round-2 rows. The round-1 sharing
+key is not sufficient for round 2, so round-2 rows are shared under a refined key (atoms
+whose entries point to the same round-1 rows), see ``fastgap.rows``.
 """
 
 from __future__ import annotations
@@ -29,14 +35,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from fastgap.rows import SHARE_TOL, entry_atoms, round_rows, shared_rows  # noqa: F401
+
 if TYPE_CHECKING:
     from fastgap.features import FeaturizedBatch
 
 # identity, swap xy, swap yz, swap xz (permutations of the fractional axes)
 AXIS_SETTINGS: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 0, 2), (0, 2, 1), (2, 1, 0))
 ORDER_TOL = 1e-4  # fractional units: coordinates closer than this sort as equal
-
-SHARE_TOL = 1e-4  # Å: lists whose distances round equal at this step share one atom row
 
 ALL_VARIANTS = -1  # item variant meaning "every distinct order of this structure"
 
@@ -82,47 +88,6 @@ def atom_orders(
     return orders, keep
 
 
-def shared_rows(
-    numbers: np.ndarray, distances: np.ndarray, lengths: np.ndarray, atom_ptr: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Group each structure's atoms by identical 20-entry lists.
-
-    Args:
-        numbers: (A, L) int64 entry atomic numbers (column 0 = the centre).
-        distances: (A, L) float32 Å.
-        lengths: (A,) int64 valid entries per row; entries past it are ignored.
-        atom_ptr: (S+1,) int64 atom offsets.
-
-    Returns:
-        is_rep: (A,) bool, True for the first atom of each group (the row that is kept).
-        slot: (A,) int64, the index of an atom's group among its structure's kept rows.
-    """
-    n_atoms, width = numbers.shape
-    counts = np.diff(atom_ptr)
-    struct_of_atom = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    valid = np.arange(width)[None, :] < lengths[:, None]
-    qdist = np.round(distances.astype(np.float64) / SHARE_TOL).astype(np.int64)
-    key = np.concatenate(
-        [struct_of_atom[:, None], np.where(valid, numbers, -1), np.where(valid, qdist, -1)], axis=1
-    )  # (A, 1 + 2L)
-    # group by a 64-bit hash of the row (fast to sort), then check the groups exactly
-    weights = np.random.default_rng(0x5EED).integers(1, 2**63, key.shape[1], dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        hashed = (key.view(np.uint64) * weights).sum(axis=1, dtype=np.uint64)  # (A,)
-    _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
-    if not np.array_equal(key, key[first[inverse.ravel()]]):  # a hash collision: exact path
-        rows = np.ascontiguousarray(key).view(np.dtype((np.void, key.dtype.itemsize * key.shape[1])))
-        _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
-    rep = first[inverse.ravel()]  # (A,) global index of each atom's representative
-    is_rep = rep == np.arange(n_atoms)
-    rank = np.cumsum(is_rep) - 1  # global rank of each kept row
-    first_rank = np.zeros(len(counts), dtype=np.int64)
-    nonempty = counts > 0
-    first_rank[nonempty] = rank[atom_ptr[:-1][nonempty]]
-    slot = rank[rep] - first_rank[struct_of_atom]
-    return is_rep, slot
-
-
 @dataclass
 class Batch:
     """A collated batch of B structures, N atoms and Q atom sequences (variants).
@@ -137,6 +102,10 @@ class Batch:
         seq_struct: (Q,) int64 structure (0..B-1) each sequence belongs to.
         targets: (B, T) float32 target values in original units, NaN = missing.
         index: (B,) int64 dataset index of each structure.
+        atom_nbr_rows: (N2, L) int64 or None. None when the data has no ``nbr_indices``;
+            then ``seq_atoms`` index the N atom rows. Otherwise one row per round-2 row:
+            the atom row (0..N-1) of every entry, column 0 = the atom's own row, N (a dummy)
+            past the length; ``seq_atoms`` then index these N2 round-2 rows.
     """
 
     atom_numbers: torch.Tensor
@@ -147,6 +116,7 @@ class Batch:
     seq_struct: torch.Tensor
     targets: torch.Tensor
     index: torch.Tensor
+    atom_nbr_rows: torch.Tensor | None = None
 
     @property
     def n_structures(self) -> int:
@@ -154,15 +124,17 @@ class Batch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """Copy every tensor to ``device`` (``non_blocking`` pairs with pinned memory)."""
-        moved = {
-            name: getattr(self, name).to(device, non_blocking=non_blocking)
-            for name in self.__dataclass_fields__
-        }
-        return Batch(**moved)
+        return Batch(**{
+            name: None if value is None else value.to(device, non_blocking=non_blocking)
+            for name, value in self._tensors()
+        })  # fmt: skip
 
     def pin_memory(self) -> Batch:
         """Pinned copy, called by DataLoader(pin_memory=True)."""
-        return Batch(**{n: getattr(self, n).pin_memory() for n in self.__dataclass_fields__})
+        return Batch(**{n: None if v is None else v.pin_memory() for n, v in self._tensors()})
+
+    def _tensors(self) -> list[tuple[str, torch.Tensor | None]]:
+        return [(name, getattr(self, name)) for name in self.__dataclass_fields__]
 
 
 class StructureDataset(torch.utils.data.Dataset):
@@ -171,7 +143,8 @@ class StructureDataset(torch.utils.data.Dataset):
     ``variant`` is an index into the structure's distinct orders (0 = identity setting) or
     ``ALL_VARIANTS``. ``targets`` names columns of ``featurized.properties``; ``derived``
     maps extra target names to (S,) float64 arrays computed by the caller (e.g. ``is_metal``).
-    ``share_equivalent`` lets atoms with identical lists share one row (see module doc).
+    ``share_equivalent`` lets atoms with identical lists share one row (see module doc);
+    with ``nbr_indices`` in the data, round-2 rows are shared under the refined key.
     """
 
     def __init__(
@@ -213,13 +186,22 @@ class StructureDataset(torch.utils.data.Dataset):
             is_rep = np.ones(len(centre), dtype=bool)
             slot = np.arange(len(centre), dtype=np.int64) - np.repeat(ptr[:-1], np.diff(ptr))
         struct_of_atom = np.repeat(np.arange(n_struct, dtype=np.int64), np.diff(ptr))
-        kept_per_struct = np.bincount(struct_of_atom[is_rep], minlength=n_struct)
-        self.rep_ptr = np.concatenate([[0], np.cumsum(kept_per_struct)]).astype(np.int64)
+        self.rep_ptr = _row_ptr(is_rep, struct_of_atom, n_struct)
+        self.round_ptr = self.round_entries = None
+        if featurized.nbr_indices is not None:
+            entries = entry_atoms(
+                self.numbers.numpy(), self.distances.numpy(), self.lengths.numpy(),
+                np.asarray(featurized.nbr_indices, dtype=np.int64), ptr,
+            )  # fmt: skip
+            is_rep2, slot, entry_rows = round_rows(entries, slot, ptr, share=share_equivalent)
+            self.round_ptr = _row_ptr(is_rep2, struct_of_atom, n_struct)
+            # (R2, 1+k) structure-local round-1 row of every entry, -1 past the length
+            self.round_entries = torch.as_tensor(entry_rows[is_rep2])
         keep_rows = np.flatnonzero(is_rep)
         self.numbers = self.numbers[keep_rows]  # (R, 1+k), R kept rows
         self.distances = self.distances[keep_rows]
         self.lengths = self.lengths[keep_rows]
-        # orders hold local atom indices; map each to its structure-local row
+        # orders hold local atom indices; map each to its structure-local (round-2) row
         orders = slot[orders + ptr[:-1][struct_of_atom]]
         self.orders = torch.as_tensor(orders)  # (V_all, A) local row index of each atom
         self.variants = [np.flatnonzero(row) for row in keep]  # settings kept per structure
@@ -234,7 +216,7 @@ class StructureDataset(torch.utils.data.Dataset):
         a, b = int(self.atom_ptr[idx]), int(self.atom_ptr[idx + 1])
         r0, r1 = int(self.rep_ptr[idx]), int(self.rep_ptr[idx + 1])
         settings = self.variants[idx] if variant == ALL_VARIANTS else [self.variants[idx][variant]]
-        return {
+        item = {
             "index": int(idx),
             "numbers": self.numbers[r0:r1],
             "distances": self.distances[r0:r1],
@@ -242,6 +224,16 @@ class StructureDataset(torch.utils.data.Dataset):
             "orders": [self.orders[s, a:b] for s in settings],
             "targets": self.targets[idx],
         }
+        if self.round_entries is not None:
+            q0, q1 = int(self.round_ptr[idx]), int(self.round_ptr[idx + 1])
+            item["round_entries"] = self.round_entries[q0:q1]
+        return item
+
+
+def _row_ptr(is_rep: np.ndarray, struct_of_atom: np.ndarray, n_struct: int) -> np.ndarray:
+    """(S+1,) int64 offsets of each structure's kept rows."""
+    kept = np.bincount(struct_of_atom[is_rep], minlength=n_struct)
+    return np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
 
 
 def collate(items: Sequence[dict[str, Any]]) -> Batch:
@@ -250,6 +242,14 @@ def collate(items: Sequence[dict[str, Any]]) -> Batch:
         raise ValueError("items: expected at least one dataset item, got none")
     numbers = torch.cat([it["numbers"] for it in items])  # (N, L)
     offsets = np.cumsum([0] + [len(it["numbers"]) for it in items])
+    nbr_rows = None
+    if "round_entries" in items[0]:
+        nbr_rows = torch.cat([
+            torch.where(it["round_entries"] >= 0, it["round_entries"] + int(offsets[b]),
+                        len(numbers))  # padding -> the dummy row N
+            for b, it in enumerate(items)
+        ])  # (N2, L)
+        offsets = np.cumsum([0] + [len(it["round_entries"]) for it in items])
     seqs, struct = [], []
     for b, it in enumerate(items):
         for order in it["orders"]:
@@ -266,6 +266,7 @@ def collate(items: Sequence[dict[str, Any]]) -> Batch:
         seq_struct=torch.tensor(struct, dtype=torch.int64),
         targets=torch.stack([it["targets"] for it in items]),
         index=torch.tensor([it["index"] for it in items], dtype=torch.int64),
+        atom_nbr_rows=nbr_rows,
     )
 
 
@@ -368,12 +369,15 @@ def synthetic_featurized(
     max_atoms: int = 12,
     max_z: int = 30,
     molecule_fraction: float = 0.0,
+    with_indices: bool = True,
 ) -> FeaturizedBatch:
     """Random ``FeaturizedBatch`` with a learnable ``band_gap_eV`` (tests, benchmarks).
 
     Neighbour distances are sorted, 1.5..4.5 Å; a fraction of structures are "molecules"
     (no periodicity, fewer than k neighbours, padded). The gap is a smooth function of the
     composition and the mean first-neighbour distance, with about 30% zeros (metals).
+    ``nbr_indices`` are random local indices (drawn last, so the other arrays do not depend
+    on ``with_indices``); ``with_indices=False`` leaves them None, like a schema-1 store.
     """
     from fastgap.features import FeaturizedBatch
 
@@ -393,16 +397,23 @@ def synthetic_featurized(
     d1 = np.bincount(owner, weights=nbr_dist[:, 0]) / n_atoms  # mean first-neighbour distance
     gap = np.clip(8.0 * feat - 2.0 + np.sin(2.0 * d1), 0, None)
     lattice = np.repeat((np.eye(3) * 5.0)[None], n_structures, axis=0).astype(np.float32)
+    frac = rng.random((n, 3)).astype(np.float32)
+    nbr_indices = None
+    if with_indices:
+        size = np.repeat(n_atoms, n_atoms)[:, None]  # (A, 1) atoms in each atom's structure
+        nbr_indices = np.floor(rng.random((n, k)) * size).astype(np.int32)
+        nbr_indices[pad] = -1
     return FeaturizedBatch(
         ids=np.array([f"syn-{i}" for i in range(n_structures)], dtype=object),
         atom_ptr=ptr,
         lattice=lattice,
         pbc=np.repeat(~mol[:, None], 3, axis=1),
         numbers=numbers,
-        frac_coords=rng.random((n, 3)).astype(np.float32),
+        frac_coords=frac,
         nbr_numbers=nbr_numbers,
         nbr_distances=nbr_dist,
         nbr_counts=counts.astype(np.uint8),
         properties={"band_gap_eV": gap, "formation_energy_eV_per_atom": -feat},
         sources=np.array(["synthetic"] * n_structures, dtype=object),
+        nbr_indices=nbr_indices,
     )

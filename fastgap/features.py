@@ -60,6 +60,9 @@ class FeaturizedBatch:
         nbr_numbers: (A, k) uint8, 0 = padding. nbr_distances: (A, k) float32, Å, 0 = padding.
         nbr_counts: (A,) uint8 valid neighbours.
         properties: name -> (S,) float64, NaN where missing. sources: (S,) object (str).
+        nbr_indices: (A, k) int32 index of each neighbour inside its structure (local atom
+            index, 0..n_atoms-1), -1 = padding; None for data featurized before it existed
+            (store schema 1). Needed only by models with ``rounds > 1``.
     """
 
     ids: np.ndarray
@@ -73,6 +76,7 @@ class FeaturizedBatch:
     nbr_counts: np.ndarray
     properties: dict[str, np.ndarray] = field(default_factory=dict)
     sources: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    nbr_indices: np.ndarray | None = None
 
     @property
     def n_structures(self) -> int:
@@ -87,7 +91,9 @@ class FeaturizedBatch:
         return int(self.nbr_numbers.shape[1])
 
     @classmethod
-    def empty(cls, k: int, property_names: Sequence[str] = ()) -> FeaturizedBatch:
+    def empty(
+        cls, k: int, property_names: Sequence[str] = (), *, with_indices: bool = True
+    ) -> FeaturizedBatch:
         """A batch of zero structures with the right dtypes and trailing shapes."""
         return cls(
             ids=np.zeros(0, dtype=object),
@@ -101,6 +107,7 @@ class FeaturizedBatch:
             nbr_counts=np.zeros(0, dtype=np.uint8),
             properties={name: np.zeros(0, dtype=np.float64) for name in property_names},
             sources=np.zeros(0, dtype=object),
+            nbr_indices=np.zeros((0, k), dtype=np.int32) if with_indices else None,
         )
 
     def validate(self) -> FeaturizedBatch:
@@ -131,7 +138,24 @@ class FeaturizedBatch:
             raise ValueError(f"atom_ptr: expected 0, strictly increasing, ending at {a} atoms")
         if np.any(self.nbr_counts > k):
             raise ValueError(f"nbr_counts: expected values <= k={k}")
+        if self.nbr_indices is not None:
+            self._validate_indices()
         return self
+
+    def _validate_indices(self) -> None:
+        idx, k = self.nbr_indices, self.nbr_numbers.shape[-1]
+        if not isinstance(idx, np.ndarray) or idx.shape != (self.n_atoms, k) or idx.dtype != np.int32:
+            got = (idx.shape, idx.dtype) if isinstance(idx, np.ndarray) else type(idx)
+            raise ValueError(
+                f"nbr_indices: expected shape {(self.n_atoms, k)} dtype int32 or None, got {got}"
+            )
+        valid = np.arange(k)[None, :] < self.nbr_counts[:, None]  # (A, k)
+        size = np.repeat(np.diff(self.atom_ptr), np.diff(self.atom_ptr))[:, None]  # (A, 1)
+        if np.any(valid & ((idx < 0) | (idx >= size))) or np.any(~valid & (idx != -1)):
+            raise ValueError(
+                "nbr_indices: expected local atom indices in [0, n_atoms) for the first "
+                "nbr_counts entries of each row and -1 after them"
+            )
 
     def select(self, idx: Sequence[int] | np.ndarray) -> FeaturizedBatch:
         """The structures at positions ``idx`` (int indices or a boolean mask), in that order."""
@@ -159,6 +183,7 @@ class FeaturizedBatch:
             nbr_counts=self.nbr_counts[atoms],
             properties={name: value[idx] for name, value in self.properties.items()},
             sources=self.sources[idx],
+            nbr_indices=None if self.nbr_indices is None else self.nbr_indices[atoms],
         )
 
     @staticmethod
@@ -169,6 +194,12 @@ class FeaturizedBatch:
         ks = {b.k for b in batches}
         if len(ks) != 1:
             raise ValueError(f"batches: expected one k, got {sorted(ks)}")
+        has_indices = {b.nbr_indices is not None for b in batches}
+        if len(has_indices) != 1:
+            raise ValueError(
+                "batches: expected all or none to carry nbr_indices, got a mix "
+                "(data featurized before and after store schema 2)"
+            )
         names = list(dict.fromkeys(n for b in batches for n in b.properties))
         sizes = [np.diff(b.atom_ptr) for b in batches]
         ptr = np.zeros(sum(b.n_structures for b in batches) + 1, dtype=np.int64)
@@ -188,6 +219,7 @@ class FeaturizedBatch:
             numbers=cat("numbers"), frac_coords=cat("frac_coords"),
             nbr_numbers=cat("nbr_numbers"), nbr_distances=cat("nbr_distances"),
             nbr_counts=cat("nbr_counts"), properties=properties, sources=cat("sources"),
+            nbr_indices=cat("nbr_indices") if has_indices == {True} else None,
         )  # fmt: skip
 
 
@@ -258,7 +290,8 @@ def featurize_batch(
             return getattr(ranges[0][2], name)
         return np.concatenate([getattr(nl, name) for _, _, nl in ranges])
 
-    return _assemble(batch, cat("numbers"), cat("distances"), cat("counts"), config.k), failed
+    nbr = (cat("numbers"), cat("distances"), cat("counts"), cat("indices"))
+    return _assemble(batch, *nbr, config.k), failed
 
 
 def featurize_structures(
@@ -282,7 +315,7 @@ def featurize_structures(
 
 
 def _assemble(batch: StructureBatch, nbr_numbers: np.ndarray, distances: np.ndarray,
-              counts: np.ndarray, k: int) -> FeaturizedBatch:  # fmt: skip
+              counts: np.ndarray, indices: np.ndarray, k: int) -> FeaturizedBatch:  # fmt: skip
     """The `FeaturizedBatch` of ``batch`` from its (A, k) neighbour arrays."""
     valid = np.arange(k)[None, :] < counts[:, None]  # (A, k)
     ptr = batch.atom_ptr
@@ -303,6 +336,7 @@ def _assemble(batch: StructureBatch, nbr_numbers: np.ndarray, distances: np.ndar
         nbr_counts=counts.astype(np.uint8),
         properties={n: _property_column(batch.properties, n) for n in names},
         sources=sources,
+        nbr_indices=np.where(valid, indices, -1).astype(np.int32),
     )
 
 

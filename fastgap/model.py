@@ -12,6 +12,11 @@ Design (the defaults of ``ModelConfig``):
    missing-value flags); the distance scaling is unchanged.
 3. A per-atom LSTM reads the 20 vectors in list order; its final hidden state is the atom
    vector.
+   Option ``rounds=2`` (one round of message passing through the neighbour lists): a second
+   per-atom LSTM reads, for every entry, the round-1 vector of the atom that entry is, next
+   to the entry's distance encoding (1/distance, centre 1 Å^-1, or the Gaussians); its final
+   state is the atom vector. The data must carry ``nbr_indices`` (store schema 2); entry
+   order and row sharing for this round are described in ``fastgap.rows``.
 4. A per-structure LSTM reads the atom vectors in a fractional (x, y, z) order
    (``fastgap.data``); its final hidden state is the structure vector.
 5. A fully connected head maps the structure vector to ``n_outputs`` values.
@@ -41,7 +46,13 @@ if TYPE_CHECKING:
 DISTANCE_ENCODINGS = ("inverse", "rbf")
 POOLINGS = ("lstm", "attention", "mean")
 ELEMENT_FEATURES = ("learned", "physical")
+ROUNDS = (1, 2)
 CENTRE_INV_DISTANCE = 1.0  # Å^-1: the centre entry's scale in the "inverse" encoding
+MISSING_NBR_INDICES = (
+    "rounds: this model has rounds={rounds} and needs each entry's neighbour atom index "
+    "(nbr_indices), which the data lacks (a store written before schema version 2); "
+    "re-featurize the structures with this fastgap (fastgap featurize INPUT --out NEW_STORE)"
+)
 
 
 @dataclass
@@ -62,6 +73,7 @@ class ModelConfig:
     n_outputs: int = 1
     max_z: int = 118
     element_features: str = "learned"  # "physical": + linear map of fastgap.elements' table
+    rounds: int = 1  # 2: a second per-atom LSTM over the neighbours' round-1 vectors
 
     def __post_init__(self) -> None:
         self.head_sizes = tuple(int(h) for h in self.head_sizes)
@@ -78,6 +90,8 @@ class ModelConfig:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {self.pooling!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
+        if isinstance(self.rounds, bool) or self.rounds not in ROUNDS:
+            raise ValueError(f"rounds: expected one of {ROUNDS}, got {self.rounds!r}")
         if self.element_features not in ELEMENT_FEATURES:
             raise ValueError(
                 f"element_features: expected one of {ELEMENT_FEATURES}, "
@@ -141,6 +155,12 @@ class FastGapModel(nn.Module):
             bidirectional=cfg.bidirectional, dropout=drop,
         )
         atom_dim = cfg.atom_hidden * n_dir
+        if cfg.rounds == 2:
+            enc_dim = cfg.rbf_bins if cfg.distance_encoding == "rbf" else 1
+            self.round_lstm = nn.LSTM(
+                atom_dim + enc_dim, cfg.atom_hidden, cfg.layers, batch_first=True,
+                bidirectional=cfg.bidirectional, dropout=drop,
+            )  # input: an entry atom's round-1 vector next to the entry's distance encoding
         struct_dim = atom_dim
         if cfg.pooling == "lstm":
             self.struct_lstm = nn.LSTM(
@@ -171,24 +191,52 @@ class FastGapModel(nn.Module):
         """
         valid = torch.arange(numbers.shape[1], device=numbers.device) < lengths[:, None]
         numbers = numbers * valid
-        distances = torch.where(valid, distances, torch.ones_like(distances))
         emb = self.embed(numbers)  # (N, L, E)
         if self.config.element_features == "physical":
             emb = emb + self.element_proj(self.element_table[numbers])  # (N, L, F) -> (N, L, E)
+        enc = self.distance_encoding(distances, valid)
+        if self.config.distance_encoding == "inverse":
+            return emb * enc.to(emb.dtype)
+        return torch.cat([emb, enc.to(emb.dtype)], dim=-1)  # (N, L, E + bins)
+
+    def distance_encoding(self, distances: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(N, L) float Å and (N, L) bool valid -> (N, L, 1) 1/distance or (N, L, bins) rbf.
+
+        Invalid entries are read as 1 Å (whatever they hold); the centre (column 0) is
+        ``CENTRE_INV_DISTANCE`` in the inverse encoding.
+        """
+        distances = torch.where(valid, distances, torch.ones_like(distances))
         if self.config.distance_encoding == "inverse":
             centre = torch.zeros_like(distances, dtype=torch.bool)
             centre[:, 0] = True
             safe = torch.where(centre | (distances <= 0), torch.ones_like(distances), distances)
-            inv = torch.where(centre, CENTRE_INV_DISTANCE, 1.0 / safe)
-            return emb * inv.unsqueeze(-1).to(emb.dtype)
+            return torch.where(centre, CENTRE_INV_DISTANCE, 1.0 / safe).unsqueeze(-1)
         width = self.config.rbf_cutoff / self.config.rbf_bins
-        rbf = torch.exp(-(((distances.unsqueeze(-1) - self.rbf_centres) / width) ** 2))
-        return torch.cat([emb, rbf.to(emb.dtype)], dim=-1)  # (N, L, E + bins)
+        return torch.exp(-(((distances.unsqueeze(-1) - self.rbf_centres) / width) ** 2))
 
     def atom_vectors(self, batch: Batch) -> torch.Tensor:
-        """(N, atom_hidden * directions): one vector per atom row of the batch."""
+        """One vector (atom_hidden * directions) per row the sequences index.
+
+        Round 1 runs over the N atom rows. Without ``batch.atom_nbr_rows`` that is the
+        result; with it, the result has one row per round-2 row: the round-1 vector of its
+        atom (``rounds=1``) or the round-2 LSTM's output (``rounds=2``).
+        """
         x = self.entry_vectors(batch.atom_numbers, batch.atom_distances, batch.atom_lengths)
-        return _final_state(self.atom_lstm, x, batch.atom_lengths)
+        atoms = _final_state(self.atom_lstm, x, batch.atom_lengths)  # (N, D)
+        rows = batch.atom_nbr_rows
+        if rows is None:
+            if self.config.rounds > 1:
+                raise ValueError(MISSING_NBR_INDICES.format(rounds=self.config.rounds))
+            return atoms
+        own = rows[:, 0]  # (N2,) each round-2 row's own atom row
+        if self.config.rounds == 1:
+            return atoms[own]
+        lengths = batch.atom_lengths[own]
+        valid = torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]  # (N2, L)
+        table = torch.cat([atoms, atoms.new_zeros(1, atoms.shape[1])])  # row N: the dummy
+        nbr = table[torch.where(valid, rows, atoms.shape[0])]  # (N2, L, D)
+        enc = self.distance_encoding(batch.atom_distances[own], valid).to(nbr.dtype)
+        return _final_state(self.round_lstm, torch.cat([nbr, enc], dim=-1), lengths)
 
     def sequence_vectors(self, atoms: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Pool atom vectors (N, D) along each sequence -> (Q, D')."""
@@ -244,6 +292,8 @@ def predict_dataset(
     """
     core = getattr(model, "module", model)  # unwrap DDP / compiled wrappers
     core = getattr(core, "_orig_mod", core)
+    if core.config.rounds > 1 and dataset.round_entries is None:
+        raise ValueError(MISSING_NBR_INDICES.format(rounds=core.config.rounds))
     indices = np.asarray(indices, dtype=np.int64)
     sampler = BucketBatchSampler(dataset, indices, batch_size, shuffle=False, tta=tta)
     device = torch.device(device)

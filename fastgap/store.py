@@ -1,6 +1,6 @@
 """The feature store: a Zarr v3 group of sharded arrays, crash-safe appends, streaming reads.
 
-Schema (``SCHEMA_VERSION`` 1); S structures, A atoms, k neighbours:
+Schema (``SCHEMA_VERSION`` 2); S structures, A atoms, k neighbours:
 
 ```
 <store>/zarr.json          attrs: schema_version, fastgap_version, featurizer, created,
@@ -16,7 +16,12 @@ Schema (``SCHEMA_VERSION`` 1); S structures, A atoms, k neighbours:
 <store>/nbr_numbers        (A,k)    uint8
 <store>/nbr_distances      (A,k)    float32 Å
 <store>/nbr_counts         (A,)     uint8
+<store>/nbr_indices        (A,k)    int32   neighbour's local atom index, -1 = padding
 ```
+
+Version history: schema 2 added ``nbr_indices`` (needed by models with ``rounds > 1``).
+Schema 1 stores are still read (``FeaturizedBatch.nbr_indices`` is None) but not appended
+to; re-featurize them to get the indices.
 
 Crash safety: an append resizes and writes the data arrays first and only then raises the
 committed lengths in the root attributes (one atomic file replace in zarr's LocalStore).
@@ -39,7 +44,8 @@ import zarr
 from fastgap._version import __version__
 from fastgap.features import FeaturizedBatch, FeaturizerConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)  # 1: no nbr_indices
 
 # Chunks are the unit a reader decodes; shards are the unit on disk (one file each).
 # Atom arrays: 2**15 atoms per chunk (~1,000 MP structures; nbr_distances 2.5 MB raw) so a
@@ -49,7 +55,9 @@ SCHEMA_VERSION = 1
 # Structure arrays are small per row: 2**14 rows per chunk, 2**17 per shard.
 ATOM_CHUNK, ATOM_SHARD = 2**15, 2**19
 STRUCT_CHUNK, STRUCT_SHARD = 2**14, 2**17
-ATOM_FIELDS = ("numbers", "frac_coords", "nbr_numbers", "nbr_distances", "nbr_counts")
+ATOM_FIELDS = (
+    "numbers", "frac_coords", "nbr_numbers", "nbr_distances", "nbr_counts", "nbr_indices",
+)  # fmt: skip
 STRUCT_FIELDS = ("ids", "lattice", "pbc", "sources")
 
 
@@ -69,6 +77,7 @@ def _array_specs(k: int) -> dict[str, tuple[tuple[int, ...], Any, str]]:
         "nbr_numbers": ((k,), np.uint8, "a"),
         "nbr_distances": ((k,), np.float32, "a"),
         "nbr_counts": ((), np.uint8, "a"),
+        "nbr_indices": ((k,), np.int32, "a"),
     }
 
 
@@ -97,6 +106,8 @@ class Store:
         self.featurizer = FeaturizerConfig(**attrs["featurizer"])
         self.n_structures = int(attrs["n_structures"])
         self.n_atoms = int(attrs["n_atoms"])
+        self.schema_version = int(attrs["schema_version"])
+        self.has_nbr_indices = self.schema_version >= 2
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -128,7 +139,7 @@ class Store:
         tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
         group = zarr.open_group(str(tmp), mode="w")
         for name, (tail, dtype, kind) in _array_specs(featurizer.k).items():
-            _create(group, name, tail, dtype, kind)
+            _create(group, name, tail, dtype, kind, fill_value=-1 if name == "nbr_indices" else None)
         _create(group, "atom_ptr", (), np.int64, "s", length=1, fill_value=0)
         group.create_group("properties")
         now = _now()
@@ -152,6 +163,12 @@ class Store:
         group = zarr.open_group(str(path), mode="r+")
         attrs = dict(group.attrs)
         _check_schema(path, attrs)
+        if attrs["schema_version"] != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version: the store at {path} has schema version "
+                f"{attrs['schema_version']} (no nbr_indices); this fastgap ({__version__}) "
+                f"appends only to version {SCHEMA_VERSION}; re-featurize into a new store"
+            )
         stored = FeaturizerConfig(**attrs["featurizer"])
         if stored.identity() != featurizer.identity():
             raise ValueError(
@@ -170,10 +187,13 @@ class Store:
                 arr.resize((want, *arr.shape[1:]))
 
     def _arrays(self) -> Iterator[tuple[str, zarr.Array]]:
-        for name in (*STRUCT_FIELDS, *ATOM_FIELDS, "atom_ptr"):
+        for name in (*STRUCT_FIELDS, *self._atom_fields(), "atom_ptr"):
             yield name, self._group[name]
         for name, arr in self._group["properties"].arrays():
             yield f"properties/{name}", arr
+
+    def _atom_fields(self) -> tuple[str, ...]:
+        return ATOM_FIELDS if self.has_nbr_indices else ATOM_FIELDS[:-1]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -207,7 +227,9 @@ class Store:
         if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= self.n_structures)):
             raise ValueError(f"indices: expected 1-D positions in [0, {self.n_structures})")
         if idx.size == 0:
-            return FeaturizedBatch.empty(self.featurizer.k, self.property_names)
+            return FeaturizedBatch.empty(
+                self.featurizer.k, self.property_names, with_indices=self.has_nbr_indices
+            )
         # read the covering range once, then select; cheap for the clustered subsets
         # that splits and screens use, and never more than the whole store
         lo, hi = int(idx.min()), int(idx.max()) + 1
@@ -236,6 +258,7 @@ class Store:
             nbr_counts=g["nbr_counts"][a0:a1],
             properties={name: props[name][lo:hi] for name in self.property_names},
             sources=np.asarray(g["sources"][lo:hi], dtype=object),
+            nbr_indices=g["nbr_indices"][a0:a1] if self.has_nbr_indices else None,
         )
 
     # -- writing ---------------------------------------------------------------------------
@@ -247,6 +270,11 @@ class Store:
         batch.validate()
         if batch.k != self.featurizer.k:
             raise ValueError(f"batch: expected k={self.featurizer.k}, got k={batch.k}")
+        if batch.nbr_indices is None:
+            raise ValueError(
+                f"batch: expected nbr_indices (store schema {SCHEMA_VERSION}), got None; "
+                "featurize with this fastgap version"
+            )
         if batch.n_structures == 0:
             return
         g = self._group
@@ -281,10 +309,10 @@ def _write(arr: zarr.Array, lo: int, hi: int, values: np.ndarray) -> None:
 
 def _check_schema(path: Path, attrs: dict[str, Any]) -> None:
     version = attrs.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMAS:
         raise ValueError(
             f"schema_version: the store at {path} has schema version {version!r}, this "
-            f"fastgap ({__version__}) reads version {SCHEMA_VERSION}; re-featurize it"
+            f"fastgap ({__version__}) reads versions {READABLE_SCHEMAS}; re-featurize it"
         )
     for key in ("featurizer", "n_structures", "n_atoms"):
         if key not in attrs:

@@ -16,7 +16,7 @@ from fastgap.store import SCHEMA_VERSION, Store
 DATA = Path(__file__).parent / "data" / "featurize"
 CONFIG = FeaturizerConfig(k=19, backend="reference")
 FIELDS = ("ids", "atom_ptr", "lattice", "pbc", "numbers", "frac_coords", "nbr_numbers",
-          "nbr_distances", "nbr_counts", "sources")
+          "nbr_distances", "nbr_counts", "nbr_indices", "sources")
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_refusals(tmp_path: Path, batch: FeaturizedBatch) -> None:
     doc = json.loads(meta.read_text())
     doc["attributes"]["schema_version"] = SCHEMA_VERSION + 1
     meta.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="schema_version: the store .* has schema version 2"):
+    with pytest.raises(ValueError, match="schema_version: the store .* has schema version 3"):
         Store.open(path)
     with pytest.raises(ValueError, match="schema_version"):
         Store.open_append(path, CONFIG)
