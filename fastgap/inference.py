@@ -21,6 +21,7 @@ Outputs are always float64 in the targets' units.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,16 +63,9 @@ def identity_view(batch: Batch) -> Batch:
     first[1:] = struct[1:] != struct[:-1]
     if bool(first.all()):
         return batch
-    return Batch(
-        atom_numbers=batch.atom_numbers,
-        atom_distances=batch.atom_distances,
-        atom_lengths=batch.atom_lengths,
-        seq_atoms=batch.seq_atoms[first],  # (B, M)
-        seq_lengths=batch.seq_lengths[first],
-        seq_struct=struct[first],
-        targets=batch.targets,
-        index=batch.index,
-    )
+    # (B, M): every other field (atom rows, targets, index) is shared with ``batch``
+    return dataclasses.replace(batch, seq_atoms=batch.seq_atoms[first],
+                               seq_lengths=batch.seq_lengths[first], seq_struct=struct[first])
 
 
 def _forward(model: torch.nn.Module, batch: Batch, precision: str) -> np.ndarray:

@@ -146,6 +146,16 @@ def test_predict_config_new_options_validated() -> None:
         PredictConfig(precision="half")
     with pytest.raises(ValueError, match="members: expected an int >= 0"):
         PredictConfig(members=-2)
+    with pytest.raises(ValueError, match="start_method: expected one of"):
+        PredictConfig(start_method="thread")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_start_methods_give_the_in_process_numbers(bundle_dir: Path, method: str) -> None:
+    inline = predict(DATA, bundle_dir, PredictConfig(workers=0, progress=False))
+    pooled = predict(DATA, bundle_dir, PredictConfig(workers=2, chunk_size=30, progress=False,
+                                                     start_method=method))
+    pd.testing.assert_frame_equal(pooled, inline, check_exact=False, rtol=0, atol=1e-6)
 
 
 def test_bf16_end_to_end_keeps_ids_and_is_close(bundle_dir: Path) -> None:

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "no band_gap_std_eV; fewer than all report an uncalibrated std)")
     parser.add_argument("--raw-std", action="store_true",
                         help="report the raw ensemble spread instead of the calibrated std")
+    parser.add_argument("--start-method", default="auto", choices=["auto", "fork", "spawn"],
+                        help="worker start: fork (fast, Linux), spawn, or auto (fork if offered)")
     parser.add_argument("--backend", default="auto", help="neighbour-list backend")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--disorder", default="reject", help="reject or majority (CIF occupancy)")
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, workers=args.workers, batch_size=args.batch_size,
         chunk_size=args.chunk_size, tta=not args.no_tta, precision=args.precision,
         members=args.members, calibrated=not args.raw_std, backend=args.backend,
-        threads=args.threads, policy=ReadPolicy(disorder=args.disorder),
+        threads=args.threads, start_method=args.start_method,
+        policy=ReadPolicy(disorder=args.disorder),
         progress=not args.no_progress,
     )  # fmt: skip
     print(predict_to_file(args.inputs, args.out, config, rejects=args.rejects))
