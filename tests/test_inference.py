@@ -180,3 +180,8 @@ def test_cli_flags_map_onto_the_config(bundle_dir: Path, tmp_path: Path) -> None
     assert len(frame) > 0 and "band_gap_std_eV" in frame.columns
     with pytest.raises(SystemExit):
         parser.parse_args([str(DATA), "--out", str(out), "--precision", "int4"])
+    fast = tmp_path / "fast.csv"
+    args = parser.parse_args([str(DATA), "--out", str(fast), "--model", str(bundle_dir),
+                              "--workers", "0", "--fast", "--no-progress"])
+    assert cli.run(args) == 0 and (args.members, args.precision, args.no_tta) == (1, "bf16", True)
+    assert "band_gap_std_eV" not in pd.read_csv(fast).columns

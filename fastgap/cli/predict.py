@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--members", type=int, default=0,
                         help="use the first N band-gap regressors (0 = all; 1 = fast mode, "
                              "no band_gap_std_eV; fewer than all report an uncalibrated std)")
+    parser.add_argument("--fast", action="store_true",
+                        help="fast mode: --members 1 --precision bf16 --no-tta (accuracy in "
+                             "benchmarks/RESULTS.md, ## Screening)")
     parser.add_argument("--raw-std", action="store_true",
                         help="report the raw ensemble spread instead of the calibrated std")
     parser.add_argument("--start-method", default="auto", choices=["auto", "fork", "spawn"],
@@ -43,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from fastgap.screening import PredictConfig, predict_to_file
     from fastgap.readers import ReadPolicy
 
+    if args.fast:
+        args.members, args.precision, args.no_tta = 1, "bf16", True
     config = PredictConfig(
         model=args.model, workers=args.workers, batch_size=args.batch_size,
         chunk_size=args.chunk_size, tta=not args.no_tta, precision=args.precision,
