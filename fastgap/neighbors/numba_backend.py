@@ -22,7 +22,7 @@ _GROW = 1.25
 _MIN_CAPACITY = 64
 _CELL_LIST_MIN_ATOMS = 256  # fully periodic cells this large use cell lists
 _MAX_CELLS_PER_AXIS = 64
-_INSERTION_MAX = 96  # candidates; beyond this np.argsort is faster
+_RANK_MAX = 96  # candidates; beyond this np.argsort is faster
 
 
 @njit(cache=True)
@@ -199,16 +199,17 @@ def _sort_segment(order, start, stop, numbers, cand_d, cand_j, cand_img):
 @njit(cache=True)
 def _sort_by_distance(order, count, cand_d):
     """order[:count] = candidate positions by increasing distance."""
-    if count > _INSERTION_MAX:
+    if count > _RANK_MAX:
         order[:count] = np.argsort(cand_d[:count])
         return
+    # Each candidate's rank is a branch-free count (ties by position), which the compiler
+    # vectorises; an insertion sort here mispredicts on almost every step.
     for m in range(count):
         d = cand_d[m]
-        n = m - 1
-        while n >= 0 and cand_d[order[n]] > d:
-            order[n + 1] = order[n]
-            n -= 1
-        order[n + 1] = m
+        rank = 0
+        for n in range(count):
+            rank += (cand_d[n] < d) | ((cand_d[n] == d) & (n < m))
+        order[rank] = m
 
 
 @njit(cache=True)
