@@ -199,3 +199,61 @@ def test_bad_atom_ptr_and_shapes_raise_value_error() -> None:
             lattices, frac, numbers, np.array([0, 2], np.int64), np.ones((2, 3), dtype=bool),
             19, 1, TIE_TOL, 0.5,
         )
+
+
+def _random_cell(rng: np.random.Generator, n_atoms: int, lattice: np.ndarray) -> tuple:
+    """n_atoms at least 1 Å apart (rejection sampling) in `lattice`: (frac (n, 3), numbers)."""
+    frac: list[np.ndarray] = []
+    while len(frac) < n_atoms:
+        f = rng.uniform(0, 1, 3)
+        if all(_min_image_distance(lattice, f - g) >= 1.0 for g in frac):
+            frac.append(f)
+    return np.array(frac), rng.integers(1, 9, n_atoms).astype(np.int32)
+
+
+def _min_image_distance(lattice: np.ndarray, delta: np.ndarray) -> float:
+    shifts = np.array(list(itertools.product((-1, 0, 1), repeat=3)))  # (27, 3)
+    return float(np.linalg.norm((delta - np.round(delta) + shifts) @ lattice, axis=1).min())
+
+
+def test_large_batch_matches_structure_by_structure() -> None:
+    # 1,500 structures x 20 atoms: the (A, k) outputs exceed 4 MiB, so they take the huge
+    # page allocation path of the binding; the rows must equal single-structure calls.
+    rng = np.random.default_rng(7)
+    lattice = np.diag([6.0, 6.5, 7.0]) + np.triu(rng.uniform(-1.0, 1.0, (3, 3)), 1)
+    frac, numbers = _random_cell(rng, 20, lattice)
+    n_structures = 1500
+    batch = _core.knn_batch(
+        np.repeat(lattice[None], n_structures, axis=0),
+        np.tile(frac, (n_structures, 1)),
+        np.tile(numbers, n_structures),
+        np.arange(0, 20 * n_structures + 1, 20, dtype=np.int64),
+        np.ones((n_structures, 3), dtype=bool),
+        19,
+        1,
+        TIE_TOL,
+        0.5,
+    )
+    assert batch[1].nbytes >= 4 << 20
+    single = knn(lattice, frac, numbers)
+    for got, want in zip(batch, single):
+        assert got.flags.writeable and got.flags.c_contiguous
+        for s in (0, 777, n_structures - 1):
+            assert got[20 * s : 20 * (s + 1)].tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("n_atoms", [30, 90])
+def test_slab_with_vacuum_matches_reference(n_atoms: int) -> None:
+    # The density estimate counts the vacuum, so the first search sphere holds far more
+    # than k candidates (over the 64 ranked branch-free: the nth_element path).
+    from fastgap.neighbors import neighbor_lists
+
+    rng = np.random.default_rng(n_atoms)
+    lattice = np.diag([9.0, 9.0, 60.0])
+    frac, numbers = _random_cell(rng, n_atoms, np.diag([9.0, 9.0, 6.0]))
+    frac[:, 2] *= 0.1
+    got = neighbor_lists(lattice, frac, numbers, backend="cpp")
+    want = neighbor_lists(lattice, frac, numbers, backend="reference")
+    np.testing.assert_array_equal(got.numbers, want.numbers)
+    np.testing.assert_array_equal(got.counts, want.counts)
+    np.testing.assert_allclose(got.distances, want.distances, rtol=0, atol=1e-12)
