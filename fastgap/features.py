@@ -144,7 +144,8 @@ class FeaturizedBatch:
 
     def _validate_indices(self) -> None:
         idx, k = self.nbr_indices, self.nbr_numbers.shape[-1]
-        if not isinstance(idx, np.ndarray) or idx.shape != (self.n_atoms, k) or idx.dtype != np.int32:
+        shape = (self.n_atoms, k)
+        if not isinstance(idx, np.ndarray) or idx.shape != shape or idx.dtype != np.int32:
             got = (idx.shape, idx.dtype) if isinstance(idx, np.ndarray) else type(idx)
             raise ValueError(
                 f"nbr_indices: expected shape {(self.n_atoms, k)} dtype int32 or None, got {got}"

@@ -53,7 +53,8 @@ def group_rows(key: np.ndarray, atom_ptr: np.ndarray) -> tuple[np.ndarray, np.nd
     # group by a 64-bit hash of the row (fast to sort), then check the groups exactly
     _, first, inverse = np.unique(_hash_rows(key), return_index=True, return_inverse=True)
     if not np.array_equal(key, key[first[inverse.ravel()]]):  # a hash collision: exact path
-        rows = np.ascontiguousarray(key).view(np.dtype((np.void, key.dtype.itemsize * key.shape[1])))
+        width = key.dtype.itemsize * key.shape[1]
+        rows = np.ascontiguousarray(key).view(np.dtype((np.void, width)))
         _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
     rep = first[inverse.ravel()]  # (A,) global index of each atom's representative
     is_rep = rep == np.arange(n_atoms)

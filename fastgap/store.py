@@ -139,7 +139,8 @@ class Store:
         tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
         group = zarr.open_group(str(tmp), mode="w")
         for name, (tail, dtype, kind) in _array_specs(featurizer.k).items():
-            _create(group, name, tail, dtype, kind, fill_value=-1 if name == "nbr_indices" else None)
+            fill = -1 if name == "nbr_indices" else None  # -1: padding, as in FeaturizedBatch
+            _create(group, name, tail, dtype, kind, fill_value=fill)
         _create(group, "atom_ptr", (), np.int64, "s", length=1, fill_value=0)
         group.create_group("properties")
         now = _now()

@@ -74,7 +74,8 @@ def element_rows() -> list[dict[str, object]]:
             warnings.simplefilter("ignore")  # pymatgen warns for every missing property
             energies = _attr(el, "ionization_energies")
             row = {
-                "Z": z, "symbol": el.symbol, "group": _attr(el, "group"), "period": _attr(el, "row"),
+                "Z": z, "symbol": el.symbol, "group": _attr(el, "group"),
+                "period": _attr(el, "row"),
                 "block": _attr(el, "block"), "electronegativity": _number(_attr(el, "X")),
                 "covalent_radius": _number(CovalentRadius.radius.get(el.symbol)),
                 "atomic_radius": _number(_attr(el, "atomic_radius")),
