@@ -217,8 +217,8 @@ def _min_image_distance(lattice: np.ndarray, delta: np.ndarray) -> float:
 
 
 def test_large_batch_matches_structure_by_structure() -> None:
-    # 1,500 structures x 20 atoms: the (A, k) outputs exceed 4 MiB, so they take the huge
-    # page allocation path of the binding; the rows must equal single-structure calls.
+    # 1,500 structures x 20 atoms: outputs of several MiB (allocated by the binding, owned
+    # by NumPy); every structure's rows must equal a single-structure call.
     rng = np.random.default_rng(7)
     lattice = np.diag([6.0, 6.5, 7.0]) + np.triu(rng.uniform(-1.0, 1.0, (3, 3)), 1)
     frac, numbers = _random_cell(rng, 20, lattice)
