@@ -3,13 +3,8 @@
 #include <nanobind/ndarray.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <new>
+#include <memory>
 #include <string>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "fastgap_knn.hpp"
 
@@ -24,40 +19,17 @@ using In = nb::ndarray<const T, nb::c_contig, nb::device::cpu>;
 template <typename T, size_t D>
 using Out = nb::ndarray<nb::numpy, T, nb::ndim<D>>;
 
-// An uninitialised C++ buffer that becomes the storage of a NumPy array. Large buffers are
-// aligned to 2 MiB and marked for transparent huge pages on Linux: first-touching the
-// ~420 MB of a Materials Project sized result then costs 4x less in page faults.
+// An uninitialised C++ buffer that becomes the storage of a NumPy array.
 template <typename T>
 struct Buffer {
-  static constexpr size_t kHugePage = size_t(2) << 20;
-
-  explicit Buffer(size_t n) {
-    size_t bytes = (n == 0 ? 1 : n) * sizeof(T);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (bytes >= 2 * kHugePage) {
-      bytes = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-      void* raw = nullptr;
-      if (posix_memalign(&raw, kHugePage, bytes) != 0) throw std::bad_alloc();
-      madvise(raw, bytes, MADV_HUGEPAGE);  // advice only: failure leaves normal pages
-      data = static_cast<T*>(raw);
-      return;
-    }
-#endif
-    data = static_cast<T*>(std::malloc(bytes));
-    if (data == nullptr) throw std::bad_alloc();
-  }
-  ~Buffer() { std::free(data); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-
+  explicit Buffer(size_t n) : data(new T[n == 0 ? 1 : n]) {}
   template <size_t D>
   Out<T, D> to_numpy(std::initializer_list<size_t> shape) {
-    T* raw = data;
-    data = nullptr;
-    nb::capsule owner(raw, [](void* p) noexcept { std::free(p); });
+    T* raw = data.release();
+    nb::capsule owner(raw, [](void* p) noexcept { delete[] static_cast<T*>(p); });
     return Out<T, D>(raw, shape, owner);
   }
-  T* data = nullptr;
+  std::unique_ptr<T[]> data;
 };
 
 void check_shape(const char* name, size_t ndim, const int64_t* shape, size_t want_ndim,
@@ -105,8 +77,8 @@ nb::tuple knn_batch(In<double> lattices, In<double> frac_coords, In<int32_t> num
   Buffer<int32_t> indices(a * kk);
   Buffer<int32_t> images(a * kk * 3);
   Buffer<int32_t> counts(a);
-  fastgap::KnnOutput out{nbr_numbers.data, distances.data, indices.data, images.data,
-                         counts.data};
+  fastgap::KnnOutput out{nbr_numbers.data.get(), distances.data.get(), indices.data.get(),
+                         images.data.get(), counts.data.get()};
   {
     nb::gil_scoped_release release;
     fastgap::knn_batch(in, out, num_threads);
