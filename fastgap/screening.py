@@ -2,10 +2,15 @@
 
 Data flow (memory bounded by ``chunk_size * (2 * workers + 1)`` structures in flight)::
 
-    iter_raw(inputs) -> chunks --> workers: parse + featurize (fastgap.featurize pool)
-    Store.iter_batches()  ------------------------------------------+
-    main: ordered FeaturizedBatch chunks -> every member of the bundle (one shared
-          dataset per chunk) -> combination rule -> CSV / Parquet rows + rejects CSV
+    iter_raw(inputs) -> chunks ----------+
+    Store.iter_batches() -> chunks ------+--> workers (fork or spawn; one torch thread each),
+        per chunk: parse + featurize (raw inputs), one dataset, one collate per batch read
+        by every member (`fastgap.inference`), combination rule
+    main: chunk predictions in input order -> CSV / Parquet rows + rejects CSV
+
+Members whose pooling is order-free read only the identity atom order; order-dependent
+ones are averaged over the axis-swap orders when ``tta`` is on. The processes are the
+parallelism: each runs the whole chain on its chunks, so inference uses every core.
 
 No labels are read. Every input ends as exactly one output row (input order, its id) or one
 rejects row (id, source, reason). The combination rule for metals is in `fastgap.ensemble`:
