@@ -3,8 +3,8 @@
 // Per structure: wrap coordinates along periodic axes and build the image cloud (every
 // atom image that can lie within a radius R of the home cell) on a uniform Cartesian grid
 // (image_grid.hpp); R starts from the atomic density. Per atom: take every grid point
-// within r <= R (approximate squared distances from the Cartesian positions), select the
-// k-th with nth_element, compute exact distances only for the points that may share its
+// within r <= R (approximate squared distances from the Cartesian positions), rank them by
+// a branch-free count (nth_element beyond 64), compute exact distances only for the points that may share its
 // tie group, then sort and order that head by the tie rule. An atom whose k-th tie group
 // does not lie strictly inside r grows r; atoms that outgrow R are redone on a grid built
 // for the largest radius they need. Without any periodic axis the grid holds the atoms
