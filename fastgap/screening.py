@@ -301,7 +301,13 @@ def chunk_predictions(
     with ProcessPoolExecutor(config.workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(bundle,)) as pool:
         # start every worker now, before any input (zarr, archives) opens threads or files
-        wait([pool.submit(_ready) for _ in range(config.workers)])
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns on fork when the parent has threads (torch's OpenMP pool
+            # after in-process inference); workers run one torch thread and open no input
+            # the parent holds, so the locks such threads may hold are never needed there.
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
+                                    category=DeprecationWarning)
+            wait([pool.submit(_ready) for _ in range(config.workers)])
         yield from bounded_ordered_map(lambda task: pool.submit(_in_worker, *task), tasks,
                                        2 * config.workers + 1)
 
