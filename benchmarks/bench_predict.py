@@ -78,7 +78,7 @@ def random_ensemble(out: Path, n_gap: int = 5) -> Path:
     return pack_bundle(out / "bundle", paths[:n_gap], paths[n_gap:], {"name": "random weights"})
 
 
-def _median_time(fn, repeats: int) -> float:  # noqa: ANN001
+def _median_time(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -95,8 +95,8 @@ def stages(cifs: Path, spec: str, repeats: int) -> list[tuple[str, float]]:
 
     from fastgap.data import BucketBatchSampler, StructureDataset, make_loader
     from fastgap.ensemble import load_bundle
-    from fastgap.featurize import process_chunk
     from fastgap.features import FeaturizerConfig
+    from fastgap.featurize import process_chunk
     from fastgap.inference import predict_members
     from fastgap.model import predict_dataset
     from fastgap.readers import iter_raw
@@ -117,7 +117,7 @@ def stages(cifs: Path, spec: str, repeats: int) -> list[tuple[str, float]]:
     def loader(tta: bool) -> list:
         return list(make_loader(ds, BucketBatchSampler(ds, idx, 256, shuffle=False, tta=tta)))
 
-    def forward(model, batches, bf16=False):  # noqa: ANN001, ANN202
+    def forward(model, batches, bf16=False):
         def run() -> None:
             with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 for b in batches:
@@ -140,7 +140,8 @@ def stages(cifs: Path, spec: str, repeats: int) -> list[tuple[str, float]]:
          lambda: [predict_dataset(m, ds, idx, tta=True) for m in models]),
         ("predict_members: every member, one collate (default)",
          lambda: predict_members(models, ds, tta=True)),
-        ("predict_members: every member, bf16", lambda: predict_members(models, ds, precision="bf16")),
+        ("predict_members: every member, bf16",
+         lambda: predict_members(models, ds, precision="bf16")),
     ]
     return [(name, 1e6 * _median_time(fn, repeats) / n) for name, fn in cases]
 
@@ -202,20 +203,20 @@ def report(stage_rows: list, rows: list, args: argparse.Namespace, label: str) -
 
     load = os.getloadavg()
     return "\n".join([
-        f"Machine: {cpu_model()}, 2 cores; load average {load[0]:.1f} at the end of the run "
+        (f"Machine: {cpu_model()}, 2 cores; load average {load[0]:.1f} at the end of the run "
         f"({'busy: other jobs shared the cores' if load[0] > 1.5 else 'idle'}); Python "
         f"{platform.python_version()}, fastgap {__version__}; "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC."),
         f"Model: {label}. Inputs: the first {args.n} mp_gap36k CIFs and a store of them.", "",
-        f"Command: `python benchmarks/bench_predict.py --n {args.n} --repeats {args.repeats} "
-        f"--workers {args.workers}`", "",
+        (f"Command: `python benchmarks/bench_predict.py --n {args.n} --repeats {args.repeats} "
+        f"--workers {args.workers}`"), "",
         "Stages, one process, 1 torch thread, median of repeats:", "",
         "| stage | µs / structure |", "|---|---|",
         *[f"| {name} | {us:.0f} |" for name, us in stage_rows], "",
-        f"End to end (`predict_to_file`: reading, featurizing, {args.workers} workers "
+        (f"End to end (`predict_to_file`: reading, featurizing, {args.workers} workers "
         "started and stopped, every member, CSV), each case in its own process, interleaved "
         "rounds, medians. Not in `median s`: the once-per-call `import torch` + bundle load "
-        "(`start s`).", "",
+        "(`start s`)."), "",
         "| input | case | structures | median s | structures/s | peak RSS MB | start s |",
         "|---|---|---|---|---|---|---|",
         *[f"| {s} | {c} | {n} | {sec:.2f} | {rate:.0f} | {rss:.0f} | {st:.1f} |"

@@ -326,8 +326,8 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = No
     (bundle_dir / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     lines = [
         f"# {card.get('name', 'fastgap model bundle')}", "",
-        f"fastgap {card['fastgap_version']}, bundle format {card['bundle_format']}, "
-        f"trained {card.get('date', '?')}.", "",
+        (f"fastgap {card['fastgap_version']}, bundle format {card['bundle_format']}, "
+        f"trained {card.get('date', '?')}."), "",
         "## Members", "",
         *[f"- {role}: {', '.join(names)}" for role, names in card["members"].items()], "",
         "## Data and split", "",
@@ -335,11 +335,11 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = No
         f"- split: {json.dumps(card.get('split', {}))}",
         f"- filters: {json.dumps(card.get('filters', {}))}", "",
         "## Combination rule", "",
-        "`band_gap_eV` is 0.0 where `p_metal >= 0.5` (mean of the classifiers' probability "
+        ("`band_gap_eV` is 0.0 where `p_metal >= 0.5` (mean of the classifiers' probability "
         "that the DFT gap is 0), else the mean of the regressors clipped at 0. "
         "`band_gap_std_eV` is the standard deviation (ddof=0) of the regressors times the "
         "calibration factor below; it does not include the classifier's uncertainty. The "
-        "regressors never saw metals.", "",
+        "regressors never saw metals."), "",
         "## Calibration of band_gap_std_eV", "",
         *_calibration_lines(card.get("calibration")),
         "## Metrics", "",
@@ -355,8 +355,8 @@ def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
     if not calibration:
         return ["None: `band_gap_std_eV` is the raw ensemble spread (factor 1.0).", ""]
     return [
-        f"`band_gap_std_eV` = raw ensemble std x {calibration['std_scale']:.4g} "
+        (f"`band_gap_std_eV` = raw ensemble std x {calibration['std_scale']:.4g} "
         f"({calibration.get('method', '?')}, fitted on the {calibration.get('split', '?')} "
-        "split). Fewer members (`--members`) report the raw spread.", "",
+        "split). Fewer members (`--members`) report the raw spread."), "",
         "```json", json.dumps(calibration, indent=2), "```", "",
     ]

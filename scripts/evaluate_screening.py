@@ -28,7 +28,7 @@ import numpy as np
 BLOCK = "screening-accuracy"
 
 
-def test_batch(store_path: str, split_path: str, max_z: int, part: str = "test"):  # noqa: ANN201
+def test_batch(store_path: str, split_path: str, max_z: int, part: str = "test"):
     """The ``part`` split structures of the store with every element Z <= ``max_z``."""
     from fastgap.store import Store
 
@@ -45,7 +45,7 @@ def screening_metrics(true: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str
     from fastgap.metrics import classification_metrics, regression_metrics
 
     gapped = true > 0
-    out: dict[str, float] = {"n_test": int(len(true)), "n_nonzero": int(gapped.sum())}
+    out: dict[str, float] = {"n_test": len(true), "n_nonzero": int(gapped.sum())}
     if np.isfinite(cols["p_metal"]).all():
         cls = classification_metrics((~gapped).astype(float), cols["p_metal"])
         out.update(metal_roc_auc=cls["roc_auc"], metal_accuracy=cls["accuracy"])
@@ -88,9 +88,9 @@ def markdown(metrics: dict[str, float], card: dict, command: str) -> str:
     rows = [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
             for k, v in metrics.items()]
     return "\n".join([
-        f"Bundle: {card.get('name', '?')}, trained {card.get('date', '?')} with "
+        (f"Bundle: {card.get('name', '?')}, trained {card.get('date', '?')} with "
         f"`{card.get('command', '?')}`; data {card.get('data', {}).get('path', '?')}, split "
-        f"{card.get('split', {}).get('path', '?')}.", "", f"Command: `{command}`", "",
+        f"{card.get('split', {}).get('path', '?')}."), "", f"Command: `{command}`", "",
         "| metric (test split) | value |", "|---|---|", *rows,
     ])
 
@@ -111,7 +111,7 @@ def update_block(path: Path, key: str, text: str, heading: str = "## Screening")
     path.write_text(body)
 
 
-def calibrate(bundle, args: argparse.Namespace) -> dict:  # noqa: ANN001
+def calibrate(bundle, args: argparse.Namespace) -> dict:
     """Fit the std factor on the validation split (raw ensemble spread, non-zero gaps)."""
     from fastgap.ensemble import CALIBRATION_COVERAGE, fit_std_scale, within
     from fastgap.screening import predict_featurized

@@ -25,7 +25,7 @@ DATA = Path(__file__).parent / "data" / "predict" / "mp100.jsonl"
 CFG = PredictConfig(workers=0, progress=False)
 
 
-def _helpers():  # noqa: ANN202
+def _helpers():
     spec = importlib.util.spec_from_file_location(
         "fastgap_test_inference", Path(__file__).with_name("test_inference.py"))
     module = importlib.util.module_from_spec(spec)

@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastgap.screening import PredictConfig, predict_to_file
     from fastgap.readers import ReadPolicy
+    from fastgap.screening import PredictConfig, predict_to_file
 
     if args.fast:
         args.members, args.precision, args.no_tta = 1, "bf16", True
