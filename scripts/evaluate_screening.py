@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     bundle = select_members(load_bundle(args.model), args.members)
     calibration = None
     if args.calibrate:
+        if len(bundle.band_gap) < 2:
+            p.error("--calibrate: needs two or more band-gap regressors (an ensemble std)")
         calibration = calibrate(bundle, args)
         bundle.card = {**bundle.card, "calibration": calibration}
     batch, dropped = test_batch(args.store, args.split, args.max_z)

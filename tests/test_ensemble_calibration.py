@@ -115,3 +115,38 @@ def test_default_bundle_ships_a_calibrated_std() -> None:
     assert card["calibration"]["std_scale"] > 1.0  # the raw seed spread is overconfident
     test = card["metrics"]["test_split"]
     assert test["within_1std"] > test["within_1std_raw"]
+
+
+def _script():
+    path = Path(__file__).parents[1] / "scripts" / "evaluate_screening.py"
+    spec = importlib.util.spec_from_file_location("fastgap_evaluate_screening", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_screening_fits_on_val_and_writes_the_card(bundle_dir: Path,
+                                                             tmp_path: Path) -> None:
+    import shutil
+
+    from fastgap.featurize import FeaturizeConfig, featurize
+    from fastgap.store import Store
+
+    store = tmp_path / "store"
+    featurize([DATA], store, FeaturizeConfig(workers=0, progress=False))
+    ids = [str(i) for i in Store.open(store).ids]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [], "val": ids[::2], "test": ids[1::2]}))
+    model = Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
+    base = ["--model", str(model), "--store", str(store), "--split", str(split)]
+    script = _script()
+    assert script.main([*base, "--out", str(tmp_path / "eval"), "--calibrate", "--card"]) == 0
+    card = json.loads((model / CARD_NAME).read_text())
+    cal, test = card["calibration"], card["metrics"]["test_split"]
+    assert cal["split"] == "val" and cal["val_within_1std"] == pytest.approx(0.683, abs=0.1)
+    assert test["std_scale"] == cal["std_scale"] == load_bundle(model).std_scale
+    assert test["mean_std_eV"] == pytest.approx(cal["std_scale"] * test["mean_std_eV_raw"])
+    with pytest.raises(SystemExit):  # the card describes the full fp32 bundle only
+        script.main([*base, "--out", str(tmp_path / "e2"), "--members", "1", "--card"])
+    with pytest.raises(SystemExit):  # one regressor has no std to calibrate
+        script.main([*base, "--out", str(tmp_path / "e3"), "--members", "1", "--calibrate"])
