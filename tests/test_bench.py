@@ -184,3 +184,31 @@ def test_default_suite_covers_the_published_targets() -> None:
     values = {(r.model, r.value) for t in tasks.values() for r in t.references}
     assert {("CGCNN", 0.039), ("MEGNet", 0.028), ("CGCNN", 0.388), ("MEGNet", 0.33),
             ("SchNet", 0.063), ("MEGNet", 0.066)} <= values
+
+
+def test_train_overrides_reach_the_training_config(tmp_path: Path) -> None:
+    from fastgap.benchmarks_suite.runner import Context, train_config
+
+    task = suite_tasks("default", ["elastic"])[0]
+    overrides = {"weight_decay": 0.05, "epochs": 7, "model": {"element_features": "physical"}}
+    ctx = Context(_config(tmp_path, setting="full", train_overrides=overrides))
+    cfg = train_config(ctx, task, tmp_path / "store", tmp_path / "run")
+    assert cfg.weight_decay == 0.05 and cfg.model.element_features == "physical"
+    assert cfg.epochs == 1  # the --epochs flag (1 in _config) wins over the overrides
+    assert cfg.batch_size == 64  # the full setting's value is kept where not overridden
+    assert cfg.targets == list(task.targets)
+    plain = train_config(Context(_config(tmp_path, setting="full")), task, tmp_path, tmp_path)
+    assert plain.model.element_features == "learned" and plain.weight_decay != 0.05
+
+
+def test_train_overrides_validation() -> None:
+    with pytest.raises(TypeError, match="train_overrides: expected a dict"):
+        BenchConfig(train_overrides=[("lr", 1.0)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"unknown or fixed fields \['targets'\]"):
+        BenchConfig(train_overrides={"targets": ["x"]})
+    with pytest.raises(ValueError, match=r"unknown or fixed fields \['nope'\]"):
+        BenchConfig(train_overrides={"nope": 1})
+    with pytest.raises(TypeError, match="'model' must be a table"):
+        BenchConfig(train_overrides={"model": 3})
+    with pytest.raises(ValueError, match=r"unknown model fields \['width'\]"):
+        BenchConfig(train_overrides={"model": {"width": 3}})

@@ -100,6 +100,9 @@ def to_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
         *_table_rows(results),
     ]  # fmt: skip
+    overrides = meta.get("config", {}).get("train_overrides")
+    if overrides:
+        lines += ["", f"Training overrides on top of the setting: `{json.dumps(overrides)}`"]
     sym = _symmetry_rows(results)
     if sym:
         lines += ["", "## Symmetry study", "",

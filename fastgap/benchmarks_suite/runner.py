@@ -15,7 +15,7 @@ import json
 import shutil
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,9 @@ class BenchConfig:
         symmetry_structures: crystals in the symmetry study (0 = the setting's).
         symmetry_variants: random descriptions per crystal and family.
         symmetry_max_atoms: largest crystal (atoms) taken into the symmetry study.
+        train_overrides: `fastgap.train.TrainConfig` fields applied to every training task
+            after the setting's (a ``model`` dict is merged into the setting's model
+            fields), e.g. read from a TOML file by ``fastgap bench --train-config``.
     """
 
     suite: str = "default"
@@ -69,9 +72,11 @@ class BenchConfig:
     symmetry_structures: int = 0
     symmetry_variants: int = 4
     symmetry_max_atoms: int = 64
+    train_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
+        _check_overrides(self.train_overrides)
         if self.setting not in SETTINGS:
             raise ValueError(f"setting: expected one of {SETTINGS}, got {self.setting!r}")
         for name in ("workers", "threads", "epochs", "symmetry_structures"):
@@ -81,6 +86,31 @@ class BenchConfig:
         if not isinstance(self.n_structures, int) or self.n_structures < -1:
             raise ValueError(f"n_structures: expected an int >= -1, got {self.n_structures!r}")
         FeaturizerConfig(backend=self.backend)  # validates the backend name
+
+
+# set per task by the suite or by bench flags; an override would change what a task measures
+_FIXED_FIELDS = ("store", "out", "targets", "classification", "where", "max_z", "split_file",
+                 "seed", "threads", "device", "progress")  # the last four: bench flags
+
+
+def _check_overrides(overrides: Any) -> None:
+    """Reject overrides that are not a dict of known, overridable TrainConfig fields."""
+    from fastgap.model import ModelConfig
+    from fastgap.train import TrainConfig
+
+    if not isinstance(overrides, dict):
+        raise TypeError(f"train_overrides: expected a dict, got {type(overrides).__name__}")
+    known = set(TrainConfig.__dataclass_fields__) - set(_FIXED_FIELDS)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"train_overrides: unknown or fixed fields {unknown}; "
+                         f"fixed per task: {list(_FIXED_FIELDS)}")
+    model = overrides.get("model", {})
+    if not isinstance(model, dict):
+        raise TypeError(f"train_overrides: 'model' must be a table, got {type(model).__name__}")
+    bad = sorted(set(model) - set(ModelConfig.__dataclass_fields__))
+    if bad:
+        raise ValueError(f"train_overrides: unknown model fields {bad}")
 
 
 class Context:
@@ -126,6 +156,9 @@ def train_config(ctx: Context, task: Task, store: Path, run_dir: Path, **extra: 
 
     overrides = dict(ctx.setting(task).train)
     model = dict(overrides.pop("model", {}))
+    user = dict(ctx.config.train_overrides)
+    model.update(user.pop("model", {}))
+    overrides.update(user)
     if ctx.config.epochs:
         overrides["epochs"] = ctx.config.epochs
     split_path, _ = ctx.split(task)

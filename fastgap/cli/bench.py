@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=0, help="override epochs (0 = setting's)")
     parser.add_argument("--symmetry-structures", type=int, default=0,
                         help="crystals in the symmetry study (0 = the setting's)")
+    parser.add_argument("--train-config", default="",
+                        help="TOML of training fields ([model] table too) applied to every "
+                             "training task on top of the setting")
     parser.add_argument("--list", action="store_true", help="list the suite's tasks and exit")
 
 
@@ -40,13 +43,19 @@ def run(args: argparse.Namespace) -> int:
         for task in suite_tasks(args.suite):
             print(f"{task.name:22s} {task.kind:9s} {task.dataset:16s} {task.description}")
         return 0
+    overrides = {}
+    if args.train_config:
+        import tomllib
+        from pathlib import Path
+
+        overrides = tomllib.loads(Path(args.train_config).read_text())
     config = BenchConfig(
         suite=args.suite, tasks=tasks, setting=args.setting, data_root=args.data_root,
         splits_dir=args.splits_dir, out=args.out, results_dir=args.results_dir,
         backend=args.backend, workers=args.workers,
         threads=args.threads, device=args.device, seed=args.seed,
         n_structures=args.n_structures, epochs=args.epochs,
-        symmetry_structures=args.symmetry_structures,
+        symmetry_structures=args.symmetry_structures, train_overrides=overrides,
     )
     results, out = run_bench(config)
     failed = [r["task"] for r in results if "error" in r]
