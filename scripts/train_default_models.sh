@@ -4,7 +4,8 @@
 #   2. train the band-gap regressors, one per seed          (fastgap train, gaps > 0)
 #   3. train the metal / non-metal classifier(s)            (fastgap train, target is_metal)
 #   4. pack them into a bundle with card.json               (fastgap.ensemble.pack_bundle)
-#   5. evaluate on the fixed test split, write the metrics into the card and MODEL_CARD.md
+#   5. fit the ensemble-std scale on the validation split, evaluate on the fixed test split,
+#      write both into the card and MODEL_CARD.md
 # Finished runs (a run directory with metrics.json) are kept, so the script resumes where it
 # stopped; JOBS trainings run side by side (one torch thread each is fastest on small CPUs).
 # Every setting is a variable below and can be overridden from the environment, e.g. a
@@ -21,6 +22,7 @@ FASTGAP="${FASTGAP:-fastgap}"
 PYTHON="${PYTHON:-python}"
 LIMIT="${LIMIT:-0}"                # use only the first LIMIT records (0 = all)
 GAP_CONFIG="${GAP_CONFIG:-$REPO/benchmarks/configs/gap_best.toml}"  # regressor model (TOML)
+CLS_CONFIG="${CLS_CONFIG:-}"       # classifier model (TOML; empty = the design's model)
 EPOCHS="${EPOCHS:-15}"             # regressors
 CLS_EPOCHS="${CLS_EPOCHS:-25}"     # classifier(s)
 PATIENCE="${PATIENCE:-8}"
@@ -65,7 +67,7 @@ for seed in $SEEDS; do
 done
 metal_runs=()
 for seed in $CLS_SEEDS; do
-  run_train "$WORK/metal_seed$seed" "${common[@]}" --target is_metal \
+  run_train "$WORK/metal_seed$seed" ${CLS_CONFIG:+--config "$CLS_CONFIG"} "${common[@]}" --target is_metal \
     --epochs "$CLS_EPOCHS" --seed "$seed"
   metal_runs+=("$WORK/metal_seed$seed")
 done
@@ -75,7 +77,7 @@ for run in "${gap_runs[@]}" "${metal_runs[@]}"; do
   [ -f "$run/metrics.json" ] || { echo "training failed: $run (see $run.log)" >&2; exit 1; }
 done
 
-COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS' scripts/train_default_models.sh"
+COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basename "$CLS_CONFIG")} LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS' scripts/train_default_models.sh"
 "$PYTHON" - "$BUNDLE" "$DATA" "$SPLIT" "$COMMAND" "$LIMIT" "$MAX_Z" "${#gap_runs[@]}" \
   "${gap_runs[@]}" "${metal_runs[@]}" <<'PY'
 import datetime, hashlib, sys
@@ -99,4 +101,4 @@ card = {
 print(pack_bundle(bundle, gap, metal, card))
 PY
 "$PYTHON" "$REPO/scripts/evaluate_screening.py" --model "$BUNDLE" --store "$STORE" \
-  --split "$SPLIT" --out "$WORK/evaluation" --card ${RESULTS:+--results "$RESULTS"}
+  --split "$SPLIT" --out "$WORK/evaluation" --card --calibrate ${RESULTS:+--results "$RESULTS"}
