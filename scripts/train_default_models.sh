@@ -6,8 +6,9 @@
 #   4. pack them into a bundle with card.json               (fastgap.ensemble.pack_bundle)
 #   5. fit the ensemble-std scale on the validation split, evaluate on the fixed test split,
 #      write both into the card and MODEL_CARD.md
-# Finished runs (a run directory with metrics.json) are kept, so the script resumes where it
-# stopped; JOBS trainings run side by side (one torch thread each is fastest on small CPUs).
+# Finished runs (a run directory with metrics.json) are kept and interrupted ones continue
+# from their last epoch, so the script resumes where it stopped; JOBS trainings run side by
+# side (one torch thread each is fastest on small CPUs).
 # Every setting is a variable below and can be overridden from the environment, e.g. a
 # quick end-to-end check:  LIMIT=300 EPOCHS=2 WORK=/tmp/fg BUNDLE=/tmp/fg/bundle \
 #                          scripts/train_default_models.sh
@@ -48,13 +49,15 @@ fi
 STORE="$WORK/store"
 "$FASTGAP" featurize "$INPUT" --out "$STORE" --workers "$WORKERS" --no-progress
 
-# run_train OUT ARGS...: train unless OUT already holds a finished run; at most JOBS at once
+# run_train OUT ARGS...: train unless OUT already holds a finished run (an interrupted run
+# continues from its last epoch); at most JOBS at once
 run_train() {
   local out="$1"; shift
   [ -f "$out/metrics.json" ] && return 0
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
   local omp=(); [ "$THREADS" -gt 0 ] && omp=(env OMP_NUM_THREADS="$THREADS")
-  "${omp[@]}" "$FASTGAP" train "$@" --out "$out" > "$out.log" 2>&1 &
+  local resume=(); [ -f "$out/last_state.pt" ] && resume=(--resume)
+  "${omp[@]}" "$FASTGAP" train "$@" "${resume[@]}" --out "$out" >> "$out.log" 2>&1 &
 }
 
 common=(--store "$STORE" --max-z "$MAX_Z" --split-file "$SPLIT" --patience "$PATIENCE"
@@ -100,5 +103,6 @@ card = {
 }
 print(pack_bundle(bundle, gap, metal, card))
 PY
+calibrate=(); [ "${#gap_runs[@]}" -ge 2 ] && calibrate=(--calibrate)  # needs an ensemble std
 "$PYTHON" "$REPO/scripts/evaluate_screening.py" --model "$BUNDLE" --store "$STORE" \
-  --split "$SPLIT" --out "$WORK/evaluation" --card --calibrate ${RESULTS:+--results "$RESULTS"}
+  --split "$SPLIT" --out "$WORK/evaluation" --card "${calibrate[@]}" ${RESULTS:+--results "$RESULTS"}
