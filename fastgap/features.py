@@ -350,10 +350,11 @@ def _property_column(properties: list[dict[str, Any]], name: str) -> np.ndarray:
             return column
     except (TypeError, ValueError):
         pass
-    return np.array([_as_float(v) for v in values], dtype=np.float64)
+    return np.array([as_float(v) for v in values], dtype=np.float64)
 
 
-def _as_float(value: Any) -> float:
+def as_float(value: Any) -> float:
+    """A plain float: NaN when ``value`` is None or not a number (units are dropped)."""
     if value is None:
         return math.nan
     try:

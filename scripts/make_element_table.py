@@ -22,21 +22,13 @@ import math
 import warnings
 from pathlib import Path
 
+from fastgap.features import as_float
+
 COLUMNS = (
     "Z", "symbol", "group", "period", "block", "electronegativity", "covalent_radius",
     "atomic_radius", "ionisation_energy", "electron_affinity", "valence_s", "valence_p",
     "valence_d", "valence_f", "atomic_mass", "mendeleev_number", "molar_volume",
 )  # fmt: skip
-
-
-def _number(value: object) -> float:
-    """A plain float (NaN when missing or not a number); pymatgen units are stripped."""
-    if value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _attr(element: object, name: str) -> object:
@@ -76,14 +68,14 @@ def element_rows() -> list[dict[str, object]]:
             row = {
                 "Z": z, "symbol": el.symbol, "group": _attr(el, "group"),
                 "period": _attr(el, "row"),
-                "block": _attr(el, "block"), "electronegativity": _number(_attr(el, "X")),
-                "covalent_radius": _number(CovalentRadius.radius.get(el.symbol)),
-                "atomic_radius": _number(_attr(el, "atomic_radius")),
-                "ionisation_energy": _number(energies[0] if energies else None),
-                "electron_affinity": _number(_attr(el, "electron_affinity")),
-                "atomic_mass": _number(_attr(el, "atomic_mass")),
-                "mendeleev_number": _number(_attr(el, "mendeleev_no")),
-                "molar_volume": _number(_attr(el, "molar_volume")),
+                "block": _attr(el, "block"), "electronegativity": as_float(_attr(el, "X")),
+                "covalent_radius": as_float(CovalentRadius.radius.get(el.symbol)),
+                "atomic_radius": as_float(_attr(el, "atomic_radius")),
+                "ionisation_energy": as_float(energies[0] if energies else None),
+                "electron_affinity": as_float(_attr(el, "electron_affinity")),
+                "atomic_mass": as_float(_attr(el, "atomic_mass")),
+                "mendeleev_number": as_float(_attr(el, "mendeleev_no")),
+                "molar_volume": as_float(_attr(el, "molar_volume")),
             }  # fmt: skip
         row.update(zip(("valence_s", "valence_p", "valence_d", "valence_f"), _valence(el)))
         rows.append(row)
