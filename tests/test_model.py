@@ -18,12 +18,24 @@ CONFIGS = [
     ModelConfig(**TINY, bidirectional=True, layers=2, distance_encoding="rbf"),
     ModelConfig(**TINY, pooling="attention"),
     ModelConfig(**TINY, pooling="mean"),
+    # options off by default: physical element features, a second (neighbour) round
+    ModelConfig(**TINY, element_features="physical"),
+    ModelConfig(**TINY, element_features="physical", distance_encoding="rbf", pooling="attention"),
+    ModelConfig(**TINY, rounds=2),
+    ModelConfig(**TINY, rounds=2, distance_encoding="rbf", bidirectional=True, layers=2),
+    ModelConfig(**TINY, rounds=2, element_features="physical", pooling="mean"),
 ]
+
+
+def _id(cfg: ModelConfig) -> str:
+    return f"{cfg.element_features}-r{cfg.rounds}-{cfg.distance_encoding}-{cfg.pooling}"
 
 
 @pytest.fixture(scope="module")
 def data():
-    return synthetic_featurized(24, np.random.default_rng(3), molecule_fraction=0.5)
+    return synthetic_featurized(
+        24, np.random.default_rng(3), molecule_fraction=0.5, with_indices=True
+    ).validate()
 
 
 def _model(cfg: ModelConfig, seed: int = 0) -> FastGapModel:
@@ -37,7 +49,7 @@ def _collate(ds: StructureDataset, idx) -> object:
     return b
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.pooling}-{c.distance_encoding}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
 def test_alone_equals_in_batch(cfg: ModelConfig, data) -> None:
     ds, model = StructureDataset(data), _model(cfg)
     together = model(_collate(ds, range(10)))
@@ -45,31 +57,36 @@ def test_alone_equals_in_batch(cfg: ModelConfig, data) -> None:
     torch.testing.assert_close(alone, together, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.pooling}-{c.distance_encoding}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
 def test_gradients_do_not_cross_structures_or_reach_padding(cfg: ModelConfig, data) -> None:
     ds, model = StructureDataset(data), _model(cfg)
     b = _collate(ds, range(6))
     b.atom_distances.requires_grad_(True)
     model(b)[2].sum().backward()
     grad = b.atom_distances.grad
-    rows = torch.repeat_interleave(torch.arange(6), torch.as_tensor(ds.n_atoms[:6]))
+    rows = torch.repeat_interleave(torch.arange(6), torch.as_tensor(np.diff(ds.rep_ptr[:7])))
     valid = torch.arange(20)[None, :] < b.atom_lengths[:, None]
     assert (grad[rows != 2] == 0).all()
     assert (grad[~valid] == 0).all()
     assert grad[(rows == 2)[:, None] & valid].abs().sum() > 0
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.pooling}-{c.distance_encoding}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
 def test_garbage_in_padding_changes_nothing(cfg: ModelConfig, data) -> None:
     ds, model = StructureDataset(data), _model(cfg)
     b = _collate(ds, range(12))
     ref = model(b)
     pad = torch.arange(20)[None, :] >= b.atom_lengths[:, None]
     assert pad.any()
-    b.atom_numbers[pad] = 999  # outside the embedding
+    b.atom_numbers[pad] = 999  # outside the embedding and the element tables
     b.atom_distances[pad] = float("nan")
     seq_pad = torch.arange(b.seq_atoms.shape[1])[None, :] >= b.seq_lengths[:, None]
     b.seq_atoms[seq_pad] = 1
+    if b.atom_nbr_rows is not None:  # entries past the length point anywhere
+        own = b.atom_nbr_rows[:, 0]
+        nbr_pad = torch.arange(20)[None, :] >= b.atom_lengths[own][:, None]
+        assert nbr_pad.any()
+        b.atom_nbr_rows[nbr_pad] = 0
     torch.testing.assert_close(model(b), ref, rtol=0, atol=0)
 
 
@@ -127,14 +144,16 @@ def test_compiled_equals_eager(data, pooling: str) -> None:
         torch.testing.assert_close(compiled(b), model(b), rtol=1e-5, atol=1e-6)
 
 
-def test_save_load_gives_identical_predictions(tmp_path, data) -> None:
-    model = FastGapModel(ModelConfig(**TINY, bidirectional=True))
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
+def test_save_load_gives_identical_predictions(cfg: ModelConfig, tmp_path, data) -> None:
+    model = FastGapModel(cfg)
     model.target_mean.fill_(1.5)
     model.target_std.fill_(0.7)
     path = save_model(model, tmp_path / "m.safetensors", targets=["band_gap_eV"],
                       featurizer={"k": 19})
     loaded, meta = load_model(path, featurizer={"k": 19})
     assert meta["format_version"] == FORMAT_VERSION and meta["targets"] == ["band_gap_eV"]
+    assert ModelConfig.from_dict(meta["model_config"]) == cfg
     np.testing.assert_array_equal(predict_batch(loaded, data), predict_batch(model, data))
 
 

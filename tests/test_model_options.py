@@ -1,8 +1,9 @@
 """Model options that are off by default: physical element features, neighbour rounds.
 
-The design's model must stay bit for bit what it was: checkpoints written before the
-options existed (tests/data/model/*_v0.safetensors, with their predictions) still load and
-predict the same.
+Their invariance and save/load tests (alone == batched, no gradient across structures,
+garbage padding) run with the other configurations in test_model.py. The design's model
+must stay bit for bit what it was: checkpoints written before the options existed
+(tests/data/model/*_v0.safetensors, with their predictions) still load and predict the same.
 """
 
 from __future__ import annotations
@@ -14,24 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from fastgap.checkpoint import load_model, save_model
+from fastgap.checkpoint import load_model
 from fastgap.data import ALL_VARIANTS, StructureDataset, collate, synthetic_featurized
 from fastgap.features import FeaturizedBatch
 from fastgap.model import FastGapModel, ModelConfig, _final_state, predict_batch
 
 DATA = Path(__file__).parent / "data" / "model"
 TINY = {"embed_dim": 8, "atom_hidden": 8, "struct_hidden": 8, "head_sizes": (8,)}
-OPTIONS = [
-    ModelConfig(**TINY, element_features="physical"),
-    ModelConfig(**TINY, element_features="physical", distance_encoding="rbf", pooling="attention"),
-    ModelConfig(**TINY, rounds=2),
-    ModelConfig(**TINY, rounds=2, distance_encoding="rbf", bidirectional=True, layers=2),
-    ModelConfig(**TINY, rounds=2, element_features="physical", pooling="mean"),
-]
-
-
-def _id(cfg: ModelConfig) -> str:
-    return f"{cfg.element_features}-r{cfg.rounds}-{cfg.distance_encoding}-{cfg.pooling}"
 
 
 @pytest.fixture(scope="module")
@@ -82,58 +72,6 @@ def test_default_config_round_trips_and_adds_no_parameters() -> None:
 def test_option_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ModelConfig(**kwargs)
-
-
-@pytest.mark.parametrize("cfg", OPTIONS, ids=_id)
-def test_alone_equals_in_batch(cfg: ModelConfig, data) -> None:
-    ds, model = StructureDataset(data), _model(cfg)
-    together = model(_collate(ds, range(10)))
-    alone = torch.cat([model(_collate(ds, [i])) for i in range(10)])
-    torch.testing.assert_close(alone, together, rtol=0, atol=1e-12)
-
-
-@pytest.mark.parametrize("cfg", OPTIONS, ids=_id)
-def test_gradients_do_not_cross_structures_or_reach_padding(cfg: ModelConfig, data) -> None:
-    ds, model = StructureDataset(data), _model(cfg)
-    b = _collate(ds, range(6))
-    b.atom_distances.requires_grad_(True)
-    model(b)[2].sum().backward()
-    grad = b.atom_distances.grad
-    rows = torch.repeat_interleave(torch.arange(6), torch.as_tensor(np.diff(ds.rep_ptr[:7])))
-    valid = torch.arange(20)[None, :] < b.atom_lengths[:, None]
-    assert (grad[rows != 2] == 0).all()
-    assert (grad[~valid] == 0).all()
-    assert grad[(rows == 2)[:, None] & valid].abs().sum() > 0
-
-
-@pytest.mark.parametrize("cfg", OPTIONS, ids=_id)
-def test_garbage_in_padding_changes_nothing(cfg: ModelConfig, data) -> None:
-    ds, model = StructureDataset(data), _model(cfg)
-    b = _collate(ds, range(12))
-    ref = model(b)
-    pad = torch.arange(20)[None, :] >= b.atom_lengths[:, None]
-    assert pad.any()
-    b.atom_numbers[pad] = 999  # outside the tables
-    b.atom_distances[pad] = float("nan")
-    seq_pad = torch.arange(b.seq_atoms.shape[1])[None, :] >= b.seq_lengths[:, None]
-    b.seq_atoms[seq_pad] = 1
-    if b.atom_nbr_rows is not None:  # entries past the length point anywhere
-        own = b.atom_nbr_rows[:, 0]
-        nbr_pad = torch.arange(20)[None, :] >= b.atom_lengths[own][:, None]
-        assert nbr_pad.any()
-        b.atom_nbr_rows[nbr_pad] = 0
-    torch.testing.assert_close(model(b), ref, rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("cfg", OPTIONS, ids=_id)
-def test_save_load_gives_identical_predictions(cfg: ModelConfig, tmp_path, data) -> None:
-    model = FastGapModel(cfg)
-    model.target_mean.fill_(1.5)
-    path = save_model(model, tmp_path / "m.safetensors", targets=["band_gap_eV"],
-                      featurizer={"k": 19})
-    loaded, meta = load_model(path, featurizer={"k": 19})
-    assert ModelConfig.from_dict(meta["model_config"]) == cfg
-    np.testing.assert_array_equal(predict_batch(loaded, data), predict_batch(model, data))
 
 
 def test_physical_features_enter_the_entry_vectors() -> None:
