@@ -19,7 +19,12 @@ Combination rule (`combine`):
   on the validation split (``scripts/evaluate_screening.py --calibrate``) so that 68.3 % of
   the validation errors on non-zero gaps fall within one reported std;
 - ``p_metal`` = mean over the classifiers of P(band gap == 0);
-- ``band_gap_eV`` = 0.0 where ``p_metal >= 0.5``, else ``max(band_gap_regressor_eV, 0)``.
+- ``band_gap_eV`` = 0.0 where ``p_metal >= 0.5``. Elsewhere, with an ensemble std, it is
+  the median of the predictive distribution "gap = 0 with probability p_metal, else
+  Normal(band_gap_regressor_eV, band_gap_std_eV**2)", clipped at 0: the point estimate with
+  the least expected absolute error under that distribution (`mixture_median`); it equals
+  the regressors' mean where ``p_metal`` = 0 and moves towards 0 as ``p_metal`` grows.
+  Without an ensemble std (one regressor) it is ``max(band_gap_regressor_eV, 0)``.
   Without a classifier ``p_metal`` is NaN and ``band_gap_eV`` is the clipped regression.
 """
 
@@ -40,6 +45,12 @@ CARD_NAME = "card.json"
 GAP_TARGET = "band_gap_eV"
 METAL_TARGET = "is_metal"
 METAL_THRESHOLD = 0.5  # p_metal at or above this reports a gap of exactly 0 eV
+COMBINATION_RULE = (
+    "band_gap_eV = 0 if p_metal >= 0.5, else the median of (0 with probability p_metal, "
+    "otherwise Normal(mean regressor, band_gap_std_eV^2)) clipped at 0 (max(mean regressor, "
+    "0) without an ensemble std); band_gap_std_eV = std (ddof=0) over the regressors x the "
+    "calibration factor"
+)
 ROLES = ("band_gap", "metal")
 ROLE_TARGETS = {"band_gap": GAP_TARGET, "metal": METAL_TARGET}
 CALIBRATION_COVERAGE = 0.683  # fraction of |error| <= std for a Gaussian
@@ -211,6 +222,26 @@ def _bundle_of(files: list[Path], source: str, card: dict[str, Any], device: str
     return bundle
 
 
+def mixture_median(mean: np.ndarray, std: np.ndarray, p_metal: np.ndarray) -> np.ndarray:
+    """Median of "0 with probability p_metal, else Normal(mean, std**2)", clipped at 0.
+
+    Args:
+        mean, std: (S,) float64 regression mean and standard deviation, eV (std >= 0).
+        p_metal: (S,) float64 probabilities in [0, 1].
+
+    Returns:
+        (S,) float64 gaps in eV: 0 where p_metal >= 0.5; elsewhere y >= 0 with
+        p_metal + (1 - p_metal) * Phi((y - mean) / std) = 1/2 when that y is positive.
+    """
+    from scipy.special import ndtri
+
+    mean, std, pm = (np.asarray(a, np.float64) for a in (mean, std, p_metal))
+    gapped = pm < METAL_THRESHOLD
+    q = np.where(gapped, (0.5 - pm) / np.where(gapped, 1.0 - pm, 1.0), 0.5)
+    y = mean + std * ndtri(q)  # q in (0, 0.5]: the quantile of the normal part
+    return np.where(gapped, np.clip(y, 0.0, None), 0.0)
+
+
 def combine(gap_preds: np.ndarray | None, p_metal: np.ndarray | None, n: int, *,
             std_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Apply the combination rule (module docstring) to per-member predictions.
@@ -222,24 +253,27 @@ def combine(gap_preds: np.ndarray | None, p_metal: np.ndarray | None, n: int, *,
         std_scale: calibration factor applied to the regressors' std (finite, > 0).
 
     Returns:
-        Columns (each (S,) float64): ``band_gap_eV``, ``p_metal``, ``band_gap_regressor_eV``
-        and, when M >= 2, ``band_gap_std_eV``.
+        Columns (each (S,) float64), in this order: ``band_gap_eV``, ``p_metal``,
+        ``band_gap_std_eV`` (only when M >= 2), ``band_gap_regressor_eV``.
     """
     std_scale = check_std_scale(std_scale)
-    out: dict[str, np.ndarray] = {}
     pm = np.full(n, np.nan) if p_metal is None else np.asarray(p_metal, np.float64).mean(axis=0)
+    std = None
     if gap_preds is None:
         reg = np.full(n, np.nan)
         gap = np.where(pm >= METAL_THRESHOLD, 0.0, np.nan)
     else:
         preds = np.asarray(gap_preds, dtype=np.float64)
         reg = preds.mean(axis=0)
-        # NaN p_metal (no classifier) compares False: the clipped regression is reported
-        gap = np.where(pm >= METAL_THRESHOLD, 0.0, np.clip(reg, 0.0, None))
-    out["band_gap_eV"] = gap
-    out["p_metal"] = pm
-    if gap_preds is not None and len(gap_preds) >= 2:
-        out["band_gap_std_eV"] = np.asarray(gap_preds, dtype=np.float64).std(axis=0) * std_scale
+        if len(preds) >= 2:
+            std = preds.std(axis=0) * std_scale
+        if std is not None and p_metal is not None:
+            gap = mixture_median(reg, std, pm)
+        else:  # NaN p_metal (no classifier) compares False: the clipped regression
+            gap = np.where(pm >= METAL_THRESHOLD, 0.0, np.clip(reg, 0.0, None))
+    out = {"band_gap_eV": gap, "p_metal": pm}
+    if std is not None:
+        out["band_gap_std_eV"] = std
     out["band_gap_regressor_eV"] = reg
     return out
 
@@ -336,7 +370,11 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = No
         f"- filters: {json.dumps(card.get('filters', {}))}", "",
         "## Combination rule", "",
         ("`band_gap_eV` is 0.0 where `p_metal >= 0.5` (mean of the classifiers' probability "
-        "that the DFT gap is 0), else the mean of the regressors clipped at 0. "
+        "that the DFT gap is 0). Elsewhere it is the median of the predictive distribution "
+        "'0 with probability p_metal, else Normal(mean of the regressors, "
+        "band_gap_std_eV^2)', clipped at 0: the estimate with the least expected absolute "
+        "error; it is the regressors' mean where p_metal = 0 and moves towards 0 as p_metal "
+        "grows (with one regressor: the mean clipped at 0). "
         "`band_gap_std_eV` is the standard deviation (ddof=0) of the regressors times the "
         "calibration factor below; it does not include the classifier's uncertainty. The "
         "regressors never saw metals."), "",

@@ -14,7 +14,9 @@ parallelism: each runs the whole chain on its chunks, so inference uses every co
 
 No labels are read. Every input ends as exactly one output row (input order, its id) or one
 rejects row (id, source, reason). The combination rule for metals is in `fastgap.ensemble`:
-``band_gap_eV`` is 0.0 where ``p_metal >= 0.5``, else the regressors' mean clipped at 0.
+``band_gap_eV`` is 0.0 where ``p_metal >= 0.5``, else the median of "0 with probability
+p_metal, else Normal(regressors' mean, band_gap_std_eV**2)" clipped at 0 (one regressor:
+its value clipped at 0).
 """
 
 from __future__ import annotations
@@ -373,7 +375,8 @@ def predict(structures: Any, model: Any = "default", config: PredictConfig | Non
 
     Returns:
         DataFrame with ``id``, ``band_gap_eV`` (0.0 where ``p_metal >= 0.5``, else the
-        regression clipped at 0), ``p_metal``, ``band_gap_std_eV`` (ensembles) and
+        median of the metal / regression mixture clipped at 0, see `fastgap.ensemble`),
+        ``p_metal``, ``band_gap_std_eV`` (ensembles) and
         ``band_gap_regressor_eV``. Rejected inputs are listed in ``df.attrs["rejects"]``
         (dicts with id, source, reason) and announced by a ``UserWarning``.
     """

@@ -85,7 +85,7 @@ COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basenam
   "${gap_runs[@]}" "${metal_runs[@]}" <<'PY'
 import datetime, hashlib, sys
 from pathlib import Path
-from fastgap.ensemble import pack_bundle
+from fastgap.ensemble import COMBINATION_RULE, pack_bundle
 bundle, data, split, command, limit, max_z, n_gap, *runs = sys.argv[1:]
 gap, metal = runs[: int(n_gap)], runs[int(n_gap):]
 sha = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()
@@ -96,8 +96,7 @@ card = {
                             "id list, retrieved about 2020; CC BY 4.0"},
     "split": {"path": Path(split).name, "sha256": sha(split)},
     "filters": {"band_gap": f"band_gap_eV > 0, max_z {max_z}", "metal": f"all, max_z {max_z}"},
-    "combination_rule": "band_gap_eV = 0 if p_metal >= 0.5 else max(mean regressor, 0); "
-                        "band_gap_std_eV = std (ddof=0) over the regressors",
+    "combination_rule": COMBINATION_RULE,
     "date": datetime.date.today().isoformat(),
     "command": command,
 }

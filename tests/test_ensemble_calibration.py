@@ -15,6 +15,7 @@ from fastgap.ensemble import (
     combine,
     fit_std_scale,
     load_bundle,
+    mixture_median,
     select_members,
     within,
     write_model_card,
@@ -88,7 +89,11 @@ def test_calibration_is_stored_and_applied(bundle_dir: Path, tmp_path: Path) -> 
     raw = predict(DATA, bundle_dir, CFG)
     out = predict(DATA, calibrated, CFG)
     np.testing.assert_allclose(out["band_gap_std_eV"], 2.5 * raw["band_gap_std_eV"], rtol=1e-12)
-    np.testing.assert_array_equal(out["band_gap_eV"], raw["band_gap_eV"])
+    np.testing.assert_array_equal(out["band_gap_regressor_eV"], raw["band_gap_regressor_eV"])
+    # the reported gap is the mixture median with the calibrated std
+    want = mixture_median(out["band_gap_regressor_eV"].to_numpy(),
+                          out["band_gap_std_eV"].to_numpy(), out["p_metal"].to_numpy())
+    np.testing.assert_allclose(out["band_gap_eV"], want, rtol=1e-12, atol=1e-12)
     off = predict(DATA, calibrated, PredictConfig(workers=0, progress=False, calibrated=False))
     np.testing.assert_array_equal(off["band_gap_std_eV"], raw["band_gap_std_eV"])
     # a subset of the members reports the raw spread: the factor was fitted for all of them

@@ -13,8 +13,8 @@ import pytest
 from fastgap.ensemble import BUNDLE_FORMAT, combine, default_bundle_dir, load_bundle, pack_bundle
 from fastgap.features import FeaturizerConfig, featurize_structures
 from fastgap.model import ModelConfig
-from fastgap.screening import PredictConfig, predict, predict_to_file
 from fastgap.readers import read_structures
+from fastgap.screening import PredictConfig, predict, predict_to_file
 from fastgap.train import TrainConfig, train
 
 DATA = Path(__file__).parent / "data" / "predict"
@@ -41,7 +41,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundle(bundle_dir: Path):  # noqa: ANN201
+def bundle(bundle_dir: Path):
     return load_bundle(bundle_dir)
 
 
@@ -63,14 +63,39 @@ def test_unlabelled_files_keep_order_and_ids(bundle, tmp_path: Path) -> None:
 
 def test_combination_rule() -> None:
     gaps = np.array([[1.0, -0.5, 2.0, 3.0], [3.0, -0.1, 2.0, 1.0]])  # (M=2, S=4)
-    p = np.array([[0.9, 0.1, 0.5, 0.2]])
+    p = np.array([[0.9, 0.1, 0.5, 0.0]])
     cols = combine(gaps, p, 4)
-    np.testing.assert_allclose(cols["band_gap_eV"], [0.0, 0.0, 0.0, 2.0], rtol=0, atol=0)
+    assert list(cols) == ["band_gap_eV", "p_metal", "band_gap_std_eV", "band_gap_regressor_eV"]
     np.testing.assert_allclose(cols["band_gap_regressor_eV"], [2.0, -0.3, 2.0, 2.0], atol=1e-12)
     np.testing.assert_allclose(cols["band_gap_std_eV"], [1.0, 0.2, 0.0, 1.0], atol=1e-12)
+    # p_metal >= 0.5 -> 0; a negative mixture median -> 0; p_metal = 0 -> the mean
+    np.testing.assert_allclose(cols["band_gap_eV"], [0.0, 0.0, 0.0, 2.0], rtol=0, atol=0)
     alone = combine(gaps[:1], None, 4)  # no classifier: clipped regression, p_metal NaN
     assert "band_gap_std_eV" not in alone and np.isnan(alone["p_metal"]).all()
     np.testing.assert_allclose(alone["band_gap_eV"], [1.0, 0.0, 2.0, 3.0], atol=0)
+    one = combine(gaps[:1], p, 4)  # one regressor: no std, threshold then clip
+    np.testing.assert_allclose(one["band_gap_eV"], [0.0, 0.0, 0.0, 3.0], atol=0)
+
+
+def test_mixture_median_is_the_median() -> None:
+    from scipy.stats import norm
+
+    from fastgap.ensemble import mixture_median
+
+    rng = np.random.default_rng(0)
+    mean, std = rng.uniform(0.5, 4.0, 200), rng.uniform(0.05, 1.0, 200)
+    pm = rng.uniform(0.0, 0.6, 200)
+    y = mixture_median(mean, std, pm)
+    cdf = pm + (1 - pm) * norm.cdf((y - mean) / std)  # P(gap <= y) under the mixture
+    pos = y > 0
+    np.testing.assert_allclose(cdf[pos], 0.5, atol=1e-9)
+    assert (cdf[~pos] >= 0.5 - 1e-12).all() and (y[pm >= 0.5] == 0).all()
+    assert (y <= np.maximum(mean, 0) + 1e-12).all()  # never above the mean
+    # monotone: more metal probability, smaller gap; zero std: the clipped mean
+    grid = mixture_median(np.full(6, 2.0), np.full(6, 0.5), np.linspace(0, 0.49, 6))
+    assert (np.diff(grid) < 0).all() and grid[0] == 2.0
+    np.testing.assert_array_equal(mixture_median(np.array([1.5]), np.array([0.0]),
+                                                 np.array([0.3])), [1.5])
 
 
 def test_mixed_good_and_bad_inputs(bundle, tmp_path: Path) -> None:
@@ -178,7 +203,7 @@ def test_bundled_default_model_loads_offline() -> None:
 
 
 def test_missing_default_bundle_is_a_clear_error(monkeypatch, tmp_path: Path) -> None:
-    import fastgap.ensemble as ensemble
+    from fastgap import ensemble
 
     monkeypatch.setattr(ensemble, "default_bundle_dir", lambda: tmp_path / "none")
     with pytest.raises(FileNotFoundError, match="default model bundle is not installed"):
@@ -253,6 +278,6 @@ def test_package_level_predict_stays_callable(bundle) -> None:
     import fastgap
 
     first = fastgap.predict(EXAMPLES / "mp-30.cif", bundle, CFG)
-    import fastgap.screening  # noqa: F401  (importing the module must not shadow the function)
+    import fastgap.screening
     second = fastgap.predict(EXAMPLES / "mp-30.cif", bundle, CFG)
     pd.testing.assert_frame_equal(first, second, check_exact=True)
