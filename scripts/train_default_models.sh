@@ -31,6 +31,8 @@ BATCH_SIZE="${BATCH_SIZE:-64}"
 MAX_Z="${MAX_Z:-85}"
 SEEDS="${SEEDS:-1 2 3 4 5}"        # one regressor per seed
 CLS_SEEDS="${CLS_SEEDS:-0}"        # one classifier per seed
+CLS_CONFIG_B="${CLS_CONFIG_B:-}"   # optional second classifier model (TOML) ...
+CLS_SEEDS_B="${CLS_SEEDS_B:-}"     # ... one more classifier per seed (runs metal_b_seedN)
 WORKERS="${WORKERS:-2}"            # featurize processes
 THREADS="${THREADS:-1}"            # torch threads per training (0 = torch default)
 JOBS="${JOBS:-2}"                  # trainings run at the same time
@@ -74,13 +76,19 @@ for seed in $CLS_SEEDS; do
     --epochs "$CLS_EPOCHS" --seed "$seed"
   metal_runs+=("$WORK/metal_seed$seed")
 done
+for seed in $CLS_SEEDS_B; do
+  [ -n "$CLS_CONFIG_B" ] || { echo "CLS_SEEDS_B needs CLS_CONFIG_B" >&2; exit 1; }
+  run_train "$WORK/metal_b_seed$seed" --config "$CLS_CONFIG_B" "${common[@]}" --target is_metal \
+    --epochs "$CLS_EPOCHS" --seed "$seed"
+  metal_runs+=("$WORK/metal_b_seed$seed")
+done
 
 wait
 for run in "${gap_runs[@]}" "${metal_runs[@]}"; do
   [ -f "$run/metrics.json" ] || { echo "training failed: $run (see $run.log)" >&2; exit 1; }
 done
 
-COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basename "$CLS_CONFIG")} LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS' scripts/train_default_models.sh"
+COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basename "$CLS_CONFIG")} LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS'${CLS_SEEDS_B:+ CLS_CONFIG_B=$(basename "$CLS_CONFIG_B") CLS_SEEDS_B='$CLS_SEEDS_B'} scripts/train_default_models.sh"
 "$PYTHON" - "$BUNDLE" "$DATA" "$SPLIT" "$COMMAND" "$LIMIT" "$MAX_Z" "${#gap_runs[@]}" \
   "${gap_runs[@]}" "${metal_runs[@]}" <<'PY'
 import datetime, hashlib, sys
