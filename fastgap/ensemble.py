@@ -117,22 +117,25 @@ def check_std_scale(value: Any, where: str = "std_scale") -> float:
 
 
 def select_members(bundle: Bundle, n_gap: int) -> Bundle:
-    """A bundle with only the first ``n_gap`` band-gap regressors (0 = all of them).
+    """A bundle with only the first ``n_gap`` band-gap regressors and the first
+    ``min(n_gap, classifiers)`` classifiers (0 = all members).
 
-    The classifiers and other members are kept. The card's std calibration was fitted for
-    the whole ensemble, so a smaller one drops it: with two or more regressors
-    ``band_gap_std_eV`` is then their raw spread, with one there is no std column.
+    Other members are kept. The card's std calibration was fitted for the whole ensemble,
+    so fewer regressors drop it: with two or more ``band_gap_std_eV`` is then their raw
+    spread, with one there is no std column.
     """
     if isinstance(n_gap, bool) or not isinstance(n_gap, int) or n_gap < 0:
         raise ValueError(f"members: expected an int >= 0 (0 = all), got {n_gap!r}")
     if n_gap > len(bundle.band_gap):
         raise ValueError(f"members: the bundle {bundle.source!r} has "
                          f"{len(bundle.band_gap)} band-gap regressors, got {n_gap}")
-    if n_gap in (0, len(bundle.band_gap)):
+    if n_gap == 0 or (n_gap == len(bundle.band_gap) and len(bundle.metal) <= n_gap):
         return bundle
-    card = {key: value for key, value in bundle.card.items() if key != "calibration"}
-    return Bundle(source=bundle.source, band_gap=bundle.band_gap[:n_gap], metal=bundle.metal,
-                  others=bundle.others, card=card, k=bundle.k)
+    card = bundle.card
+    if n_gap < len(bundle.band_gap):
+        card = {key: value for key, value in bundle.card.items() if key != "calibration"}
+    return Bundle(source=bundle.source, band_gap=bundle.band_gap[:n_gap],
+                  metal=bundle.metal[:n_gap], others=bundle.others, card=card, k=bundle.k)
 
 
 def load_bundle(spec: str | Path = "default", *, device: str = "cpu") -> Bundle:

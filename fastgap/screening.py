@@ -53,8 +53,9 @@ class PredictConfig:
             the same numbers for every order and read only one (`fastgap.inference`).
         precision: "fp32" (the model card's numbers) or "bf16" (CPU autocast, faster, with
             the accuracy change reported in benchmarks/RESULTS.md).
-        members: use only the first ``members`` band-gap regressors (0 = all); 1 is the
-            fast mode (no ``band_gap_std_eV``); fewer than all report an uncalibrated std.
+        members: use only the first ``members`` band-gap regressors and as many classifiers
+            (0 = all); 1 is the fast mode (no ``band_gap_std_eV``); fewer regressors than
+            all report an uncalibrated std.
         calibrated: scale ``band_gap_std_eV`` by the card's calibration factor (False = the
             raw ensemble spread).
         backend: neighbour-list backend of the featurizer ("auto", "cpp", "numba", ...).

@@ -12,7 +12,7 @@ import torch
 
 from fastgap.checkpoint import save_model
 from fastgap.data import BucketBatchSampler, StructureDataset, make_loader, synthetic_featurized
-from fastgap.ensemble import load_bundle, pack_bundle, select_members
+from fastgap.ensemble import Bundle, load_bundle, pack_bundle, select_members
 from fastgap.inference import identity_view, order_free, predict_members
 from fastgap.model import FastGapModel, ModelConfig, predict_dataset
 from fastgap.screening import PredictConfig, predict
@@ -29,11 +29,12 @@ def _model(seed: int, pooling: str, cls: bool = False) -> FastGapModel:
     return model.eval()
 
 
-def make_bundle(root: Path, n_gap: int = 3, card: dict | None = None) -> Path:
-    """``n_gap`` attention-pooling regressors + one LSTM-pooling classifier, random weights."""
+def make_bundle(root: Path, n_gap: int = 3, card: dict | None = None, n_cls: int = 1) -> Path:
+    """``n_gap`` attention-pooling regressors + ``n_cls`` LSTM-pooling classifiers, random
+    weights."""
     paths = []
-    for i in range(n_gap + 1):
-        cls = i == n_gap
+    for i in range(n_gap + n_cls):
+        cls = i >= n_gap
         target = "is_metal" if cls else "band_gap_eV"
         paths.append(save_model(_model(i, "lstm" if cls else "attention", cls),
                                 root / f"m{i}.safetensors", targets=[target],
@@ -131,10 +132,21 @@ def test_members_subset_is_the_fast_mode(bundle_dir: Path) -> None:
     assert not np.allclose(one["band_gap_regressor_eV"], full["band_gap_regressor_eV"])
 
 
+def test_members_limits_the_classifiers_too(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path, n_gap=2, n_cls=3))
+    assert [len(select_members(bundle, n).metal) for n in (0, 1, 2)] == [3, 1, 2]
+    one = predict(DATA, select_members(bundle, 1), PredictConfig(workers=0, progress=False))
+    first = predict(DATA, Bundle(source="first", band_gap=bundle.band_gap[:1],
+                                 metal=bundle.metal[:1], card={}, k=bundle.k),
+                    PredictConfig(workers=0, progress=False))
+    pd.testing.assert_frame_equal(one, first)
+
+
 def test_select_members_errors(bundle_dir: Path) -> None:
     bundle = load_bundle(bundle_dir)
     assert select_members(bundle, 0) is bundle and select_members(bundle, 3) is bundle
     assert len(select_members(bundle, 2).band_gap) == 2
+    assert select_members(bundle, 3).card.get("calibration") == bundle.card.get("calibration")
     with pytest.raises(ValueError, match="members: the bundle .* has 3 band-gap regressors"):
         select_members(bundle, 4)
     with pytest.raises(ValueError, match="members: expected an int >= 0"):

@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fp32 (the model card's numbers) or bf16 CPU autocast (faster, "
                              "accuracy change in benchmarks/RESULTS.md)")
     parser.add_argument("--members", type=int, default=0,
-                        help="use the first N band-gap regressors (0 = all; 1 = fast mode, "
-                             "no band_gap_std_eV; fewer than all report an uncalibrated std)")
+                        help="use the first N band-gap regressors and the first N classifiers "
+                             "(0 = all; 1 = fast mode, no band_gap_std_eV; fewer regressors "
+                             "than all report an uncalibrated std)")
     parser.add_argument("--fast", action="store_true",
                         help="fast mode: --members 1 --precision bf16 --no-tta (accuracy in "
                              "benchmarks/RESULTS.md, ## Screening)")
