@@ -71,17 +71,19 @@ for seed in $SEEDS; do
   gap_runs+=("$WORK/gap_seed$seed")
 done
 metal_runs=()
-for seed in $CLS_SEEDS; do
-  run_train "$WORK/metal_seed$seed" ${CLS_CONFIG:+--config "$CLS_CONFIG"} "${common[@]}" --target is_metal \
-    --epochs "$CLS_EPOCHS" --seed "$seed"
-  metal_runs+=("$WORK/metal_seed$seed")
-done
-for seed in $CLS_SEEDS_B; do
-  [ -n "$CLS_CONFIG_B" ] || { echo "CLS_SEEDS_B needs CLS_CONFIG_B" >&2; exit 1; }
-  run_train "$WORK/metal_b_seed$seed" --config "$CLS_CONFIG_B" "${common[@]}" --target is_metal \
-    --epochs "$CLS_EPOCHS" --seed "$seed"
-  metal_runs+=("$WORK/metal_b_seed$seed")
-done
+# classifiers NAME CONFIG SEEDS: one is_metal run per seed in $WORK/NAME_seedN (CONFIG empty =
+# the design's model)
+classifiers() {
+  local name="$1" config="$2" seed
+  for seed in $3; do
+    run_train "$WORK/${name}_seed$seed" ${config:+--config "$config"} "${common[@]}" \
+      --target is_metal --epochs "$CLS_EPOCHS" --seed "$seed"
+    metal_runs+=("$WORK/${name}_seed$seed")
+  done
+}
+classifiers metal "$CLS_CONFIG" "$CLS_SEEDS"
+[ -z "$CLS_SEEDS_B" ] || [ -n "$CLS_CONFIG_B" ] || { echo "CLS_SEEDS_B needs CLS_CONFIG_B" >&2; exit 1; }
+classifiers metal_b "$CLS_CONFIG_B" "$CLS_SEEDS_B"
 
 wait
 for run in "${gap_runs[@]}" "${metal_runs[@]}"; do
