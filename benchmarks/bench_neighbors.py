@@ -60,9 +60,13 @@ class Batch:
         return int(self.atom_ptr[-1])
 
     def head(self, n_structures: int) -> Batch:
-        end = int(self.atom_ptr[n_structures])
-        return Batch(self.lattices[:n_structures], self.frac[:end], self.numbers[:end],
-                     self.atom_ptr[: n_structures + 1], self.pbc[:n_structures])
+        return self.part(0, n_structures)
+
+    def part(self, lo: int, hi: int) -> Batch:
+        """Structures lo..hi-1 (views; atom_ptr rebased to start at 0)."""
+        a0, a1 = int(self.atom_ptr[lo]), int(self.atom_ptr[hi])
+        return Batch(self.lattices[lo:hi], self.frac[a0:a1], self.numbers[a0:a1],
+                     self.atom_ptr[lo:hi + 1] - a0, self.pbc[lo:hi])
 
     def structure(self, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lo, hi = self.atom_ptr[s], self.atom_ptr[s + 1]
@@ -117,17 +121,9 @@ def fastgap_cpp_chunked(batch: Batch, threads: int, size: int = CHUNK) -> int:
     """The streaming path of `fastgap featurize`: the C++ core on `size` structures at a
     time, each chunk's lists released before the next (as once written to a store), so the
     output memory is reused instead of first-touched. Returns the number of rows made."""
-    from fastgap import _core
-
-    rows = 0
-    for lo in range(0, len(batch.lattices), size):
-        hi = min(len(batch.lattices), lo + size)
-        a0, a1 = int(batch.atom_ptr[lo]), int(batch.atom_ptr[hi])
-        out = _core.knn_batch(batch.lattices[lo:hi], batch.frac[a0:a1], batch.numbers[a0:a1],
-                              batch.atom_ptr[lo:hi + 1] - a0, batch.pbc[lo:hi], K, threads,
-                              TIE_TOL, 0.5)
-        rows += len(out[4])
-    return rows
+    s = len(batch.lattices)
+    return sum(len(fastgap_cpp(batch.part(lo, min(s, lo + size)), threads)[4])
+               for lo in range(0, s, size))
 
 
 def fastgap_api(batch: Batch) -> object:
