@@ -13,10 +13,8 @@ ones are averaged over the axis-swap orders when ``tta`` is on. The processes ar
 parallelism: each runs the whole chain on its chunks, so inference uses every core.
 
 No labels are read. Every input ends as exactly one output row (input order, its id) or one
-rejects row (id, source, reason). The combination rule for metals is in `fastgap.ensemble`:
-``band_gap_eV`` is 0.0 where ``p_metal >= 0.5``, else the median of "0 with probability
-p_metal, else Normal(regressors' mean, band_gap_std_eV**2)" clipped at 0 (one regressor:
-its value clipped at 0).
+rejects row (id, source, reason). How the regressors and the metal classifiers combine into
+``band_gap_eV``, ``p_metal`` and ``band_gap_std_eV`` is stated once, in `fastgap.ensemble`.
 """
 
 from __future__ import annotations
@@ -27,13 +25,16 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fastgap.ensemble import GAP_TARGET, METAL_TARGET, Bundle, combine, load_bundle, select_members
 from fastgap.features import FeaturizedBatch, FeaturizerConfig
 from fastgap.structures import ELEMENTS, Reject
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 REJECTS_HEADER = ("id", "source", "reason")
 START_METHODS = ("auto", "fork", "spawn")
@@ -375,9 +376,8 @@ def predict(structures: Any, model: Any = "default", config: PredictConfig | Non
         config: pipeline options (``config.model`` is ignored; ``model`` decides).
 
     Returns:
-        DataFrame with ``id``, ``band_gap_eV`` (0.0 where ``p_metal >= 0.5``, else the
-        median of the metal / regression mixture clipped at 0, see `fastgap.ensemble`),
-        ``p_metal``, ``band_gap_std_eV`` (ensembles) and
+        DataFrame with ``id``, ``band_gap_eV`` (eV, combination rule in
+        `fastgap.ensemble`), ``p_metal``, ``band_gap_std_eV`` (ensembles, eV) and
         ``band_gap_regressor_eV``. Rejected inputs are listed in ``df.attrs["rejects"]``
         (dicts with id, source, reason) and announced by a ``UserWarning``.
     """
@@ -410,7 +410,7 @@ class RowWriter:
         self._writer: Any = None
         self._rows = 0
 
-    def __enter__(self) -> RowWriter:
+    def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self._parquet:
             self._writer = self.partial.open("w", newline="", encoding="utf-8")
@@ -432,7 +432,7 @@ class RowWriter:
             self._writer.write_table(table)
         self._rows += len(frame)
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if exc_type is None and self._parquet and self._writer is None:
             import pandas as pd
 
