@@ -20,6 +20,8 @@ rejects row (id, source, reason). How the regressors and the metal classifiers c
 from __future__ import annotations
 
 import csv
+import json
+import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -67,6 +69,9 @@ class PredictConfig:
             it, else spawn). The workers are started before any input is opened.
         policy: `fastgap.readers.ReadPolicy` (None = its defaults).
         progress: show a progress bar.
+        resume: continue a run that stopped (`predict_to_file` only, CSV output): keep the
+            rows of ``<out>.partial`` and the rejects CSV, and predict only the inputs
+            that are in neither (see `predict_to_file`).
     """
 
     model: Any = "default"
@@ -82,6 +87,7 @@ class PredictConfig:
     start_method: str = "auto"
     policy: Any = None
     progress: bool = True
+    resume: bool = False
 
     def __post_init__(self) -> None:
         from fastgap.inference import check_precision
@@ -101,23 +107,33 @@ class PredictConfig:
         return {"tta": self.tta, "batch_size": self.batch_size, "precision": self.precision,
                 "calibrated": self.calibrated}
 
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that change the numbers of a row (a resumed run must keep them)."""
+        policy = self.policy
+        return {**self.inference_options(), "members": self.members, "backend": self.backend,
+                "policy": None if policy is None else repr(policy)}
+
 
 @dataclass
 class PredictSummary:
-    """Counts of one run: ``predicted + rejected == inputs``."""
+    """Counts of one run: ``predicted + rejected + skipped == inputs`` (``skipped``: inputs
+    a resumed run found already predicted or rejected)."""
 
     inputs: int = 0
     predicted: int = 0
     rejected: int = 0
+    skipped: int = 0
     seconds: float = 0.0
     out: str = ""
     rejects: str = ""
 
     def __str__(self) -> str:
-        rate = self.inputs / self.seconds if self.seconds > 0 else float("nan")
+        done = self.inputs - self.skipped  # skipped inputs are only read again
+        rate = done / self.seconds if self.seconds > 0 else float("nan")
         return (
-            f"inputs {self.inputs}: predicted {self.predicted}, rejected {self.rejected} "
-            f"({self.seconds:.1f} s, {rate:.0f} structures/s)\n"
+            f"inputs {self.inputs}: predicted {self.predicted}, rejected {self.rejected}"
+            + (f", skipped (already done) {self.skipped}" if self.skipped else "")
+            + f" ({self.seconds:.1f} s, {rate:.0f} structures/s)\n"
             f"predictions {self.out}\nrejects {self.rejects}"
         )
 
@@ -207,18 +223,23 @@ class ChunkPrediction:
     columns: dict[str, np.ndarray]  # name -> (S,) float64
     rejects: list[Reject]
     n_inputs: int
+    replay: bool = False  # rows an earlier run wrote: ids and sources only, no columns
 
 
 def predict_chunk(bundle: Bundle, batch: FeaturizedBatch, rejects: list[Reject], n_inputs: int,
-                  **options: Any) -> ChunkPrediction:
+                  replay: bool = False, **options: Any) -> ChunkPrediction:
     """Predict every structure of ``batch`` the bundle was trained for; the rest are rejects.
 
     ``options`` are the keyword arguments of `predict_featurized` (``tta``, ``batch_size``,
-    ``precision``, ``calibrated``).
+    ``precision``, ``calibrated``). ``replay`` (a chunk a resumed run's first run wrote):
+    only the ids and sources of the rows, nothing predicted.
     """
     keep, more = _untrained_elements(batch, trained_max_z(bundle))
     if not keep.all():
         batch = batch.select(np.flatnonzero(keep))
+    if replay:
+        return ChunkPrediction(batch.ids.astype(str), batch.sources.astype(str), {}, [],
+                               n_inputs, replay=True)
     if batch.n_structures:
         cols = predict_featurized(bundle, batch, **options)
     else:
@@ -241,15 +262,24 @@ def _store_task(bundle: Bundle, batch: FeaturizedBatch, options: dict[str, Any])
     return predict_chunk(bundle, batch, [], batch.n_structures, **options)
 
 
-def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig) -> Iterator[tuple[Any, tuple]]:
-    """(function, arguments) per chunk of input, in input order; the bundle is added later."""
+def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig,
+           replay: int = 0) -> Iterator[tuple[Any, tuple]]:
+    """(function, arguments) per chunk of input, in input order; the bundle is added later.
+    The first ``replay`` chunks are replayed (`predict_chunk`), not predicted."""
     from fastgap.featurize import chunked
     from fastgap.readers import iter_raw
     from fastgap.store import Store
 
     # processes are the parallelism: one k-NN thread each
     featurizer = FeaturizerConfig(k=k, backend=config.backend, num_threads=1)
-    opts = config.inference_options()
+    options = config.inference_options()
+    n_tasks = 0
+
+    def opts() -> dict[str, Any]:
+        nonlocal n_tasks
+        n_tasks += 1
+        return {**options, "replay": True} if n_tasks <= replay else options
+
     for kind, item in _segments(inputs):
         if kind == "store":
             store = Store.open(item)
@@ -257,10 +287,10 @@ def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig) -> Iterator[tup
                 raise ValueError(f"inputs: store {str(item)!r} has k={store.featurizer.k} "
                                  f"neighbours, the model was trained with k={k}")
             for batch in store.iter_batches(config.chunk_size):
-                yield _store_task, (batch, opts)
+                yield _store_task, (batch, opts())
             continue
         for chunk in chunked(iter_raw(item), config.chunk_size):
-            yield _raw_task, (chunk, config.policy, featurizer, opts)
+            yield _raw_task, (chunk, config.policy, featurizer, opts())
 
 
 # Worker-process state: the bundle, sent once per worker by the pool initializer.
@@ -283,17 +313,17 @@ def _in_worker(fn: Any, args: tuple) -> ChunkPrediction:
 
 
 def chunk_predictions(
-    inputs: Sequence[Any], bundle: Bundle, config: PredictConfig
+    inputs: Sequence[Any], bundle: Bundle, config: PredictConfig, replay: int = 0
 ) -> Iterator[ChunkPrediction]:
     """Per chunk, in input order: parse + featurize + every member, in ``config.workers``
     processes (each runs the whole chain on its chunks, so inference uses every core), or
-    in this process when ``workers == 0``."""
+    in this process when ``workers == 0``. The first ``replay`` chunks are not predicted."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, wait
 
     from fastgap.featurize import bounded_ordered_map
 
-    tasks = _tasks(inputs, bundle.k, config)
+    tasks = _tasks(inputs, bundle.k, config, replay)
     if config.workers == 0:
         for fn, args in tasks:
             yield fn(bundle, *args)
@@ -317,19 +347,21 @@ def chunk_predictions(
 
 
 def iter_predictions(
-    inputs: Sequence[Any], bundle: Bundle, config: PredictConfig
-) -> Iterator[tuple[Any, list[Reject], int]]:
-    """(DataFrame of predicted rows, rejects, inputs consumed) per chunk, input order.
+    inputs: Sequence[Any], bundle: Bundle, config: PredictConfig, replay: int = 0
+) -> Iterator[tuple[Any, list[Reject], ChunkPrediction]]:
+    """(DataFrame of predicted rows, rejects, the chunk) per chunk, input order.
 
     A second input with an id already seen is rejected here, in the main process, so the
-    rule holds across chunks and workers.
+    rule holds across chunks and workers. The first ``replay`` chunks (written by the first
+    run of a resumed job) give no rows and no rejects; their ids only enter the duplicate
+    check, so the later chunks are judged exactly as in a straight run.
     """
     import pandas as pd
 
     from fastgap.readers import DuplicateIds
 
     seen = DuplicateIds()
-    for chunk in chunk_predictions(inputs, bundle, config):
+    for chunk in chunk_predictions(inputs, bundle, config, replay):
         keep = np.ones(len(chunk.ids), dtype=bool)
         rejects = list(chunk.rejects)
         for i, (id_, source) in enumerate(zip(chunk.ids, chunk.sources)):
@@ -337,8 +369,11 @@ def iter_predictions(
             if dup is not None:
                 keep[i] = False
                 rejects.append(dup)
+        if chunk.replay:  # the first run wrote these rows and rejects
+            yield pd.DataFrame({"id": chunk.ids[:0]}), [], chunk
+            continue
         frame = {"id": chunk.ids[keep], **{c: v[keep] for c, v in chunk.columns.items()}}
-        yield pd.DataFrame(frame), rejects, chunk.n_inputs
+        yield pd.DataFrame(frame), rejects, chunk
 
 
 def output_columns(bundle: Bundle) -> list[str]:
@@ -398,29 +433,44 @@ def predict(structures: Any, model: Any = "default", config: PredictConfig | Non
     return df
 
 
-class RowWriter:
-    """Append DataFrame chunks to CSV or Parquet (by suffix); the file appears on success."""
+def check_out_path(path: Path) -> None:
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise ValueError(f"out: expected a .csv or .parquet path, got {str(path)!r}")
 
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        if path.suffix.lower() not in (".csv", ".parquet"):
-            raise ValueError(f"out: expected a .csv or .parquet path, got {str(path)!r}")
+
+class RowWriter:
+    """Append DataFrame chunks to CSV or Parquet (by suffix); the file appears on success.
+
+    Rows go to ``<path>.partial`` first; ``append=True`` (CSV only) continues an existing
+    partial file, whose header the caller has checked.
+    """
+
+    def __init__(self, path: Path, columns: list[str], append: bool = False) -> None:
+        check_out_path(path)
         self.path, self.columns = path, columns
-        self.partial = path.with_name(path.name + ".partial")
+        self.partial = partial_path(path)
         self._parquet = path.suffix.lower() == ".parquet"
+        if append and self._parquet:
+            raise ValueError("resume: needs CSV output (a Parquet file is unreadable until "
+                             "it is closed)")
+        self._append = append
         self._writer: Any = None
         self._rows = 0
 
     def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self._parquet:
-            self._writer = self.partial.open("w", newline="", encoding="utf-8")
-            self._writer.write(",".join(self.columns) + "\n")
+            self._writer = self.partial.open("a" if self._append else "w", newline="",
+                                             encoding="utf-8")
+            if not self._append:
+                self._writer.write(",".join(self.columns) + "\n")
         return self
 
     def write(self, frame: Any) -> None:
         frame = frame[self.columns]
         if not self._parquet:
             frame.to_csv(self._writer, header=False, index=False, lineterminator="\n")
+            self._writer.flush()  # whole chunks reach the file: what a resumed run reads
             return
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -432,6 +482,10 @@ class RowWriter:
             self._writer.write_table(table)
         self._rows += len(frame)
 
+    def tell(self) -> int:
+        """Bytes of the CSV written so far (every row flushed)."""
+        return self._writer.tell()
+
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if exc_type is None and self._parquet and self._writer is None:
             import pandas as pd
@@ -442,6 +496,82 @@ class RowWriter:
             self._writer.close()
         if exc_type is None and self._writer is not None:
             self.partial.replace(self.path)
+
+
+def partial_path(out: Path) -> Path:
+    """Where rows are written until the run completes: ``preds.csv.partial``."""
+    return out.with_name(out.name + ".partial")
+
+
+def run_state_path(out: Path) -> Path:
+    """The model, settings and progress of an unfinished run: ``preds.csv.partial.json``."""
+    return out.with_name(out.name + ".partial.json")
+
+
+def run_identity(bundle: Bundle, config: PredictConfig, columns: list[str],
+                 items: list[Any]) -> dict[str, Any]:
+    """What a resumed run must share with the first: fastgap version, member files
+    (sha256), the settings that change the numbers, the chunking and the inputs."""
+    import hashlib
+
+    from fastgap._version import __version__
+
+    members = [{"file": m.path.name, "sha256": hashlib.sha256(m.path.read_bytes()).hexdigest()}
+               for m in bundle.members]
+    inputs = hashlib.sha256("\n".join(str(i) for i in items).encode()).hexdigest()
+    return {"fastgap_version": __version__, "model": str(bundle.source), "members": members,
+            "settings": config.output_settings(), "columns": columns,
+            "chunk_size": config.chunk_size, "inputs_sha256": inputs}
+
+
+@dataclass
+class Progress:
+    """Committed part of a run: whole chunks, and the file sizes right after them."""
+
+    chunks: int = 0
+    rows_bytes: int = 0
+    rejects_bytes: int = 0
+    inputs: int = 0
+
+
+def save_progress(out: Path, identity: dict[str, Any], progress: Progress) -> None:
+    """Write the run state atomically (a kill leaves the previous state or this one)."""
+    path = run_state_path(out)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"run": identity, "progress": vars(progress)}, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def resume_progress(out: Path, rejects_path: Path, identity: dict[str, Any]) -> Progress | None:
+    """The committed progress of the unfinished run at ``out`` (None: nothing to resume, a
+    fresh run), after checking it ran with the same model, settings and inputs. The rows
+    and rejects files are cut back to the last committed chunk."""
+    partial, state_path = partial_path(out), run_state_path(out)
+    if not partial.exists():
+        if out.exists():
+            raise ValueError(f"resume: {out} is complete, nothing to resume (remove it, or "
+                             f"drop --resume, to predict again)")
+        return None
+    if not state_path.exists():
+        raise ValueError(f"resume: {state_path} is missing, so the model and settings that "
+                         f"wrote {partial} are unknown; drop --resume to start again")
+    state = json.loads(state_path.read_text())
+    saved = state["run"]
+    diff = [k for k in identity if saved.get(k) != identity[k]]
+    if diff:
+        detail = "; ".join(f"{k}: {saved.get(k)!r} then, {identity[k]!r} now" for k in diff)
+        raise ValueError(f"resume: {partial} was written with other {', '.join(diff)} "
+                         f"({detail}); resume with the same model, options and inputs or "
+                         f"drop --resume")
+    progress = Progress(**state["progress"])
+    for path, size in ((partial, progress.rows_bytes), (rejects_path, progress.rejects_bytes)):
+        have = path.stat().st_size if path.exists() else -1
+        if have < size:
+            raise ValueError(f"resume: {path} holds {max(have, 0)} bytes, fewer than the "
+                             f"{size} the first run committed; drop --resume to start again")
+        if have > size:
+            os.truncate(path, size)  # rows of a chunk that was not committed are redone
+    return progress
 
 
 def default_rejects_path(out: str | Path) -> Path:
@@ -459,16 +589,37 @@ def predict_to_file(
     """Stream predictions of ``inputs`` into ``out`` (CSV, or Parquet for ``.parquet``).
 
     The file appears at ``out`` only when the run completes (written to ``out.partial``
-    first); rejects go to ``rejects`` (default `default_rejects_path`).
+    first, with the model and settings in ``out.partial.json``); rejects go to ``rejects``
+    (default `default_rejects_path`).
+
+    ``config.resume`` continues a run that stopped (CSV output, the same inputs, model and
+    options; checked against ``out.partial.json``, member files by sha256): the rows and
+    rejects of the chunks the first run committed are kept, those chunks are read again
+    only for their ids (so that the duplicate-id rule sees them), and prediction goes on
+    from the next chunk. The finished files are byte for byte those of a straight run.
+    Without ``out.partial`` the run starts afresh.
     """
     import torch
     from tqdm import tqdm
 
     config = config or PredictConfig()
     out = Path(out)
+    check_out_path(out)
     rejects_path = Path(rejects) if rejects is not None else default_rejects_path(out)
     bundle = _bundle(config.model, config.members)
+    columns = output_columns(bundle)
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    parquet = out.suffix.lower() == ".parquet"
+    if config.resume and parquet:
+        raise ValueError("resume: needs CSV output (a Parquet file is unreadable until it is "
+                         "closed)")
+    if config.resume and not all(isinstance(i, (str, Path)) for i in items):
+        raise ValueError("resume: needs paths as inputs (objects cannot be matched between "
+                         "runs)")
+    identity = None if parquet else run_identity(bundle, config, columns, items)
+    progress = resume_progress(out, rejects_path, identity) if config.resume else None
+    append = progress is not None
+    progress = progress or Progress()
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -476,18 +627,34 @@ def predict_to_file(
     start = time.perf_counter()
     rejects_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with RowWriter(out, output_columns(bundle)) as writer, \
-                rejects_path.open("w", newline="", encoding="utf-8") as fh, \
+        with RowWriter(out, columns, append=append) as writer, \
+                rejects_path.open("a" if append else "w", newline="", encoding="utf-8") as fh, \
                 tqdm(unit=" structures", disable=not config.progress or None) as bar:
             rej = csv.writer(fh, lineterminator="\n")
-            rej.writerow(REJECTS_HEADER)
-            for frame, rejected, n_inputs in iter_predictions(items, bundle, config):
+            if not append:
+                rej.writerow(REJECTS_HEADER)
+                if identity is not None:  # resumable from the first byte
+                    fh.flush()
+                    progress.rows_bytes, progress.rejects_bytes = writer.tell(), fh.tell()
+                    save_progress(out, identity, progress)
+            replay = progress.chunks
+            for frame, rejected, chunk in iter_predictions(items, bundle, config, replay):
+                summary.inputs += chunk.n_inputs
+                bar.update(chunk.n_inputs)
+                if chunk.replay:
+                    summary.skipped += chunk.n_inputs
+                    continue
                 writer.write(frame)
                 rej.writerows((r.id, r.source, " ".join(r.reason.split())) for r in rejected)
-                summary.inputs += n_inputs
                 summary.predicted += len(frame)
                 summary.rejected += len(rejected)
-                bar.update(n_inputs)
+                if identity is not None:  # commit the chunk
+                    fh.flush()
+                    progress.chunks += 1
+                    progress.inputs += chunk.n_inputs
+                    progress.rows_bytes, progress.rejects_bytes = writer.tell(), fh.tell()
+                    save_progress(out, identity, progress)
+        run_state_path(out).unlink(missing_ok=True)  # complete: nothing left to resume
     finally:
         torch.set_num_threads(threads)
     summary.seconds = time.perf_counter() - start

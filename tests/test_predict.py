@@ -10,39 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fastgap.ensemble import BUNDLE_FORMAT, combine, default_bundle_dir, load_bundle, pack_bundle
-from fastgap.features import FeaturizerConfig, featurize_structures
-from fastgap.model import ModelConfig
-from fastgap.readers import read_structures
+from fastgap.ensemble import BUNDLE_FORMAT, combine, default_bundle_dir, load_bundle
+from fastgap.features import FeaturizerConfig
 from fastgap.screening import PredictConfig, predict, predict_to_file
-from fastgap.train import TrainConfig, train
 
 DATA = Path(__file__).parent / "data" / "predict"
 EXAMPLES = Path(__file__).parents[1] / "fastgap" / "examples" / "cifs"
 CFG = PredictConfig(workers=0, progress=False, batch_size=64, chunk_size=40)
-
-
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two tiny band-gap regressors and a metal classifier, trained here (seconds)."""
-    root = tmp_path_factory.mktemp("models")
-    batch, _ = featurize_structures(read_structures([DATA / "mp100.jsonl"]), FeaturizerConfig())
-    small = ModelConfig(embed_dim=8, atom_hidden=8, struct_hidden=8, head_sizes=(8,))
-    runs = {}
-    for name, target, where, seed in (("gap0", "band_gap_eV", "band_gap_eV > 0", 0),
-                                      ("gap1", "band_gap_eV", "band_gap_eV > 0", 1),
-                                      ("metal", "is_metal", "", 0)):
-        cfg = TrainConfig(out=str(root / name), targets=[target], where=where, epochs=1,
-                          seed=seed, model=small, progress=False, compile="off", device="cpu",
-                          max_z=85, batch_size=32)
-        runs[name] = train(cfg, batch)
-    return pack_bundle(root / "bundle", [runs["gap0"], runs["gap1"]], [runs["metal"]],
-                       {"data": "tests/data/predict/mp100.jsonl"})
-
-
-@pytest.fixture(scope="session")
-def bundle(bundle_dir: Path):
-    return load_bundle(bundle_dir)
 
 
 def _cifs(n: int) -> list[Path]:

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="neighbour-list backend")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--disorder", default="reject", help="reject or majority (CIF occupancy)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a run that stopped (CSV output): keep the rows of "
+                             "OUT.partial and the rejects written so far, predict the rest "
+                             "(same model and options required)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         members=args.members, calibrated=not args.raw_std, backend=args.backend,
         threads=args.threads, start_method=args.start_method,
         policy=ReadPolicy(disorder=args.disorder),
-        progress=not args.no_progress,
+        progress=not args.no_progress, resume=args.resume,
     )  # fmt: skip
     print(predict_to_file(args.inputs, args.out, config, rejects=args.rejects))
     return 0
