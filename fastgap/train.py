@@ -25,6 +25,7 @@ class TrainConfig:
     """Everything a training run needs; the defaults run (given ``store`` and ``out``)."""
 
     store: str = ""
+    labels: str = ""  # CSV of properties joined to the store by id (`fastgap.labels`)
     out: str = "run"
     targets: list[str] = field(default_factory=lambda: ["band_gap_eV"])
     classification: list[str] = field(default_factory=list)  # 0/1 properties; is_metal implied

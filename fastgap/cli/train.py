@@ -9,6 +9,10 @@ help = "train the two-level LSTM on a feature store"  # noqa: A001 - the subcomm
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="feature store (Zarr) written by `fastgap featurize`")
+    parser.add_argument("--labels",
+                        help="CSV of properties joined to the store by id: a header with "
+                             "'id' and property names, or CGCNN's headerless id_prop.csv "
+                             "(its column is named by the single --target)")
     parser.add_argument("--target", dest="targets", action="append",
                         help="target property (repeat for several; is_metal is derived)")
     parser.add_argument("--out", help="run directory")
@@ -32,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_const", const=False)
 
 
-FIELDS = ("store", "targets", "out", "where", "max_z", "split_file", "epochs", "batch_size",
+FIELDS = ("store", "labels", "targets", "out", "where", "max_z", "split_file", "epochs", "batch_size",
           "lr", "seed", "patience", "device", "compile", "num_workers", "threads", "augment",
           "tta", "resume", "progress")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,11 +134,22 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     data, featurizer = _load(config, featurized)
+    labels = None
+    if config.labels:
+        from fastgap.labels import attach_labels
+
+        data, labels = attach_labels(data, config.labels, config.targets)
+        if labels.unmatched:
+            warnings.warn(f"labels: {labels.unmatched} of {labels.rows} rows of "
+                          f"{config.labels!r} name no structure of the data (first: "
+                          f"{labels.first_unmatched})", UserWarning, stacklevel=2)
     dataset, split = _prepare(config, data)
     out = Path(config.out)
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "config.json", config.to_dict())
+        if labels is not None:
+            _write_json(out / "labels.json", labels.to_dict())
         _write_json(out / "split.json", {k: [str(data.ids[i]) for i in v] for k, v in split.items()})
     model = _build_model(config, dataset, split["train"]).to(runtime.device)
     sampler = BucketBatchSampler(
