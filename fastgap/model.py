@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
 DISTANCE_ENCODINGS = ("inverse", "rbf")
 POOLINGS = ("lstm", "attention", "mean")
 ELEMENT_FEATURES = ("learned", "physical")
+COMPOSITIONS = ("none", "physical")
 ROUNDS = (1, 2)
 CENTRE_INV_DISTANCE = 1.0  # Å^-1: the centre entry's scale in the "inverse" encoding
 MISSING_NBR_INDICES = (
@@ -74,6 +74,9 @@ class ModelConfig:
     max_z: int = 118
     element_features: str = "learned"  # "physical": + linear map of fastgap.elements' table
     rounds: int = 1  # 2: a second per-atom LSTM over the neighbours' round-1 vectors
+    # "physical": the head also reads the mean and std of the element descriptors over the
+    # structure's atoms (its stoichiometry, which the neighbour lists only imply)
+    composition: str = "none"
 
     def __post_init__(self) -> None:
         self.head_sizes = tuple(int(h) for h in self.head_sizes)
@@ -97,9 +100,13 @@ class ModelConfig:
                 f"element_features: expected one of {ELEMENT_FEATURES}, "
                 f"got {self.element_features!r}"
             )
-        if self.element_features == "physical" and not 1 <= self.max_z <= 118:
+        if self.composition not in COMPOSITIONS:
             raise ValueError(
-                f"max_z: element_features='physical' describes Z = 1..118, got max_z={self.max_z}"
+                f"composition: expected one of {COMPOSITIONS}, got {self.composition!r}"
+            )
+        if "physical" in (self.element_features, self.composition) and not 1 <= self.max_z <= 118:
+            raise ValueError(
+                f"max_z: the physical element table describes Z = 1..118, got max_z={self.max_z}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,11 +146,12 @@ class FastGapModel(nn.Module):
         n_dir = 2 if cfg.bidirectional else 1
         drop = cfg.dropout if cfg.layers > 1 else 0.0
         self.embed = nn.Embedding(cfg.max_z + 1, cfg.embed_dim, padding_idx=0)
-        if cfg.element_features == "physical":
+        if "physical" in (cfg.element_features, cfg.composition):
             from fastgap.elements import element_descriptors
 
             # saved with the weights, so a checkpoint keeps the table it was trained with
             self.register_buffer("element_table", torch.as_tensor(element_descriptors(cfg.max_z)))
+        if cfg.element_features == "physical":
             # no bias: padding (row 0 = zeros) stays a zero vector, as in the embedding
             self.element_proj = nn.Linear(self.element_table.shape[1], cfg.embed_dim, bias=False)
         in_dim = cfg.embed_dim
@@ -170,6 +178,8 @@ class FastGapModel(nn.Module):
             struct_dim = cfg.struct_hidden * n_dir
         elif cfg.pooling == "attention":
             self.attn = nn.Linear(atom_dim, 1)
+        if cfg.composition == "physical":
+            struct_dim += 2 * self.element_table.shape[1]  # mean and std over the atoms
         head: list[nn.Module] = []
         for size in cfg.head_sizes:
             head += [nn.Linear(struct_dim, size), nn.SiLU(), nn.Dropout(cfg.dropout)]
@@ -252,9 +262,29 @@ class FastGapModel(nn.Module):
             w = torch.softmax(score, dim=1)
         return (w.unsqueeze(-1) * seq).sum(dim=1)
 
+    def composition_vectors(self, batch: Batch) -> torch.Tensor:
+        """(Q, 2F): mean and std of the element descriptors over each sequence's atoms.
+
+        Every atom of a structure appears once in each of its sequences, so this is the
+        composition-weighted mean / std (order-free, the same for every sequence).
+        """
+        centre = batch.atom_numbers[:, 0]  # (N,) the atom of each row
+        if batch.atom_nbr_rows is not None:
+            centre = centre[batch.atom_nbr_rows[:, 0]]  # (N2,) the atom of each round-2 row
+        steps = torch.arange(batch.seq_atoms.shape[1], device=centre.device)
+        mask = steps[None, :] < batch.seq_lengths[:, None]  # (Q, M)
+        desc = self.element_table[centre[batch.seq_atoms] * mask]  # (Q, M, F); padding -> 0
+        w = (mask.to(desc.dtype) / batch.seq_lengths[:, None].to(desc.dtype)).unsqueeze(-1)
+        mean = (w * desc).sum(dim=1)  # (Q, F)
+        var = (w * (desc - mean.unsqueeze(1)) ** 2).sum(dim=1)
+        return torch.cat([mean, torch.sqrt(var + 1e-12)], dim=-1)
+
     def forward(self, batch: Batch) -> torch.Tensor:
         """(B, n_outputs) normalised outputs, averaged over each structure's sequences."""
-        out = self.head(self.sequence_vectors(self.atom_vectors(batch), batch))  # (Q, T)
+        vec = self.sequence_vectors(self.atom_vectors(batch), batch)  # (Q, D)
+        if self.config.composition == "physical":
+            vec = torch.cat([vec, self.composition_vectors(batch).to(vec.dtype)], dim=-1)
+        out = self.head(vec)  # (Q, T)
         n = batch.index.shape[0]
         total = torch.zeros(n, out.shape[1], dtype=out.dtype, device=out.device)
         total = total.index_add(0, batch.seq_struct, out)

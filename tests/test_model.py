@@ -24,11 +24,15 @@ CONFIGS = [
     ModelConfig(**TINY, rounds=2),
     ModelConfig(**TINY, rounds=2, distance_encoding="rbf", bidirectional=True, layers=2),
     ModelConfig(**TINY, rounds=2, element_features="physical", pooling="mean"),
+    # composition descriptors beside the pooled vector
+    ModelConfig(**TINY, composition="physical"),
+    ModelConfig(**TINY, composition="physical", rounds=2, pooling="attention"),
 ]
 
 
 def _id(cfg: ModelConfig) -> str:
-    return f"{cfg.element_features}-r{cfg.rounds}-{cfg.distance_encoding}-{cfg.pooling}"
+    comp = "-comp" if cfg.composition != "none" else ""
+    return f"{cfg.element_features}-r{cfg.rounds}-{cfg.distance_encoding}-{cfg.pooling}{comp}"
 
 
 @pytest.fixture(scope="module")

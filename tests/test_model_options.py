@@ -65,7 +65,9 @@ def test_default_config_round_trips_and_adds_no_parameters() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"element_features": "magpie"}, "element_features: expected one of"),
-     ({"element_features": "physical", "max_z": 120}, r"max_z: element_features='physical'"),
+     ({"element_features": "physical", "max_z": 120}, r"max_z: the physical element table"),
+     ({"composition": "physical", "max_z": 120}, r"max_z: the physical element table"),
+     ({"composition": "magpie"}, r"composition: expected one of \('none', 'physical'\)"),
      ({"rounds": 3}, r"rounds: expected one of \(1, 2\), got 3"),
      ({"rounds": True}, r"rounds: expected one of \(1, 2\), got True")],
 )
@@ -174,3 +176,19 @@ def test_round_two_sees_the_neighbours_lists() -> None:
             torch.testing.assert_close(vec[0], vec[2], rtol=0, atol=0)  # atom 0 of each
         else:
             assert (vec[0] - vec[2]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_composition_vectors_are_the_mean_and_std_over_atoms(data, rounds: int) -> None:
+    from fastgap.elements import element_descriptors
+
+    model = _model(ModelConfig(**TINY, composition="physical", rounds=rounds))
+    ds = StructureDataset(data)
+    b = _collate(ds, range(8))
+    got = model.composition_vectors(b).numpy()  # (Q, 2F), every order of each structure
+    table = element_descriptors()
+    for q, s in enumerate(b.seq_struct.tolist()):
+        lo, hi = data.atom_ptr[s], data.atom_ptr[s + 1]
+        desc = table[data.numbers[lo:hi]].astype(np.float64)  # (n_atoms, F)
+        want = np.concatenate([desc.mean(axis=0), desc.std(axis=0)])
+        np.testing.assert_allclose(got[q], want, rtol=0, atol=1e-5)
