@@ -22,10 +22,10 @@ from fastgap.model import FastGapModel, ModelConfig, predict_dataset
 from fastgap.training.targets import masked_loss
 
 
-def time_training(model, loader_batches, n: int, compiled: bool) -> float:  # noqa: ANN001
+def time_training(model, loader_batches, n: int, compiled: bool) -> float:
     net = torch.compile(model, dynamic=True) if compiled else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    def step(b):  # noqa: ANN001, ANN202
+    def step(b):
         loss = masked_loss(net(b), b.targets, model)
         opt.zero_grad()
         loss.backward()

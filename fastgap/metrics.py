@@ -25,7 +25,7 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     ss_tot = float(((t - t.mean()) ** 2).sum())
     r2 = 1.0 - float((err**2).sum()) / ss_tot if ss_tot > 0 else float("nan")
     return {
-        "n": int(len(t)),
+        "n": len(t),
         "mae": float(np.abs(err).mean()),
         "rmse": float(np.sqrt((err**2).mean())),
         "r2": r2,
@@ -55,7 +55,7 @@ def classification_metrics(y_true: np.ndarray, prob: np.ndarray) -> dict[str, fl
     if len(t) == 0:
         return {"n": 0, "accuracy": float("nan"), "roc_auc": float("nan")}
     return {
-        "n": int(len(t)),
+        "n": len(t),
         "accuracy": float(((p > 0.5) == (t > 0.5)).mean()),
         "roc_auc": roc_auc(t, p),
     }

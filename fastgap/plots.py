@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():  # noqa: ANN202 - imported lazily so that importing fastgap stays cheap
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,10 +9,11 @@ of the batches and only rank 0 writes.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import tomllib
 
 from fastgap.model import ModelConfig
 

@@ -47,7 +47,7 @@ def metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     err = pred - y
     ss = float(((y - y.mean()) ** 2).sum())
     return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
-            "r2": float(1 - (err**2).sum() / ss) if ss > 0 else float("nan"), "n": int(len(y))}
+            "r2": float(1 - (err**2).sum() / ss) if ss > 0 else float("nan"), "n": len(y)}
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ def main() -> None:
         pred = df["band_gap_eV"].to_numpy()
         nz = y > 0
         rows.append({
-            "dataset": path.parent.name, "n_predicted": int(len(df)),
+            "dataset": path.parent.name, "n_predicted": len(df),
             "n_rejected": len(df.attrs.get("rejects", [])),
             "mae_all_eV": float(np.abs(pred - y).mean()),
             "mae_nonzero_eV": float(np.abs(pred[nz] - y[nz]).mean()) if nz.any() else None,

@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from fastgap.data import (
-    ALL_VARIANTS, BucketBatchSampler, StructureDataset, atom_orders, collate,
+    ALL_VARIANTS,
+    BucketBatchSampler,
+    StructureDataset,
+    atom_orders,
+    collate,
     synthetic_featurized,
 )
 

@@ -91,14 +91,13 @@ def test_train_on_cifs_with_cgcnn_labels(tmp_path: Path) -> None:
     _write(tmp_path / "small.toml", "[model]\nembed_dim = 8\natom_hidden = 8\n"
            "struct_hidden = 8\nhead_sizes = [8]\n")
     out = tmp_path / "run"
+    # two label rows name no structure, to check the report
+    _write(root / "id_prop.csv", (root / "id_prop.csv").read_text() + "ghost-1,1\nghost-2,2\n")
+    args = ["train", "--store", str(tmp_path / "store"), "--labels", str(root / "id_prop.csv"),
+            "--target", "my_gap_eV", "--out", str(out), "--config", str(tmp_path / "small.toml"),
+            "--epochs", "1", "--compile", "off", "--device", "cpu", "--no-progress"]
     with pytest.warns(UserWarning, match="2 of 20 rows .* name no structure"):
-        # two label rows name the CIFs dropped below, to check the report
-        _write(root / "id_prop.csv", (root / "id_prop.csv").read_text()
-               + "ghost-1,1.0\nghost-2,2.0\n")
-        assert main(["train", "--store", str(tmp_path / "store"), "--labels",
-                     str(root / "id_prop.csv"), "--target", "my_gap_eV", "--out", str(out),
-                     "--config", str(tmp_path / "small.toml"), "--epochs", "1",
-                     "--compile", "off", "--device", "cpu", "--no-progress"]) == 0
+        assert main(args) == 0
     report = json.loads((out / "labels.json").read_text())
     assert (report["rows"], report["matched"], report["unmatched"]) == (20, 18, 2)
     split = json.loads((out / "split.json").read_text())

@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     overrides = {}
     if args.train_config:
-        import tomllib
         from pathlib import Path
+
+        import tomllib
 
         overrides = tomllib.loads(Path(args.train_config).read_text())
     config = BenchConfig(

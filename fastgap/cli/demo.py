@@ -20,7 +20,7 @@ def _fmt(value: float, width: int = 6) -> str:
     return f"{'-':>{width}}" if value is None or math.isnan(value) else f"{value:{width}.2f}"
 
 
-def format_table(table) -> str:  # noqa: ANN001 - a pandas DataFrame
+def format_table(table) -> str:
     """One line per example: name, split, DFT gap, prediction (± std), p_metal, |error|."""
     has_std = "band_gap_std_eV" in table
     lines = [f"{'example':<24} {'split':<5} {'DFT':>6} {'pred':>6} {'± std':>6} "

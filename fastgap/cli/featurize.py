@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastgap.featurize import FeaturizeConfig
     from fastgap.features import FeaturizerConfig
+    from fastgap.featurize import FeaturizeConfig
     from fastgap.readers import ReadPolicy
 
     config = FeaturizeConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-help = "train the two-level LSTM on a feature store"  # noqa: A001 - the subcommand contract
+help = "train the two-level LSTM on a feature store"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -60,7 +60,7 @@ def use_compile(setting: str, device: torch.device) -> bool:
     return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
-def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):  # noqa: ANN201
+def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
     """Multiplier of the base LR at each step: linear warm-up, then cosine to 0 or constant."""
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule: expected 'cosine' or 'constant', got {schedule!r}")

@@ -16,7 +16,11 @@ from fastgap.metrics import target_metrics
 from fastgap.model import FastGapModel, ModelConfig, predict_dataset
 from fastgap.training import loop
 from fastgap.training.targets import (
-    DERIVED_CLASS_TARGETS, derived_targets, fit_normaliser, make_split, select_structures,
+    DERIVED_CLASS_TARGETS,
+    derived_targets,
+    fit_normaliser,
+    make_split,
+    select_structures,
 )
 
 if TYPE_CHECKING:
@@ -64,7 +68,7 @@ def _build_model(config: TrainConfig, dataset: StructureDataset, train_idx: np.n
     return model
 
 
-def _val_loss(model, dataset, idx, config, runtime) -> float:  # noqa: ANN001
+def _val_loss(model, dataset, idx, config, runtime) -> float:
     """Validation loss (normalised units) through the shared prediction path, no TTA."""
     pred = predict_dataset(model, dataset, idx, tta=False, batch_size=config.eval_batch_size,
                            device=runtime.device, amp=runtime.amp)
@@ -93,7 +97,7 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=float) + "\n")
 
 
-def _start(config: TrainConfig, out: Path, model: FastGapModel, opt, sched, scaler) -> dict:  # noqa: ANN001
+def _start(config: TrainConfig, out: Path, model: FastGapModel, opt, sched, scaler) -> dict:
     """Fresh counters, or the saved ones (and optimizer state) when resuming."""
     state = {"epoch": 0, "best": float("inf"), "bad_epochs": 0, "history": []}
     if not config.resume:
@@ -108,7 +112,7 @@ def _start(config: TrainConfig, out: Path, model: FastGapModel, opt, sched, scal
     return {k: saved[k] for k in state}
 
 
-def _evaluate(model, dataset, split, config, runtime, out: Path) -> dict:  # noqa: ANN001
+def _evaluate(model, dataset, split, config, runtime, out: Path) -> dict:
     """Metrics per split with and without TTA; parity PNGs on the test split."""
     from fastgap.plots import plot_parity
 
@@ -176,7 +180,7 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
     return out
 
 
-def _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, scaler,  # noqa: ANN001
+def _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, scaler,
          state, featurizer) -> None:
     """Epoch loop with early stopping; checkpoints after every epoch (rank 0)."""
     out = Path(config.out)
