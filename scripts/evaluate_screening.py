@@ -10,7 +10,8 @@ screening-accuracy block of benchmarks/RESULTS.md.
 ``--calibrate`` first fits the factor of ``band_gap_std_eV`` on the VALIDATION split (the
 0.683 quantile of |error| / raw std over non-zero gaps, `fastgap.ensemble.fit_std_scale`),
 stores it in the card (with ``--card``) and reports the test-split calibration before
-(raw spread) and after. ``--precision bf16`` / ``--members N`` evaluate those options.
+(raw spread) and after. ``--precision bf16`` / ``--members N`` evaluate those options;
+``--part val`` evaluates the validation split instead (to choose between bundles).
 
     python scripts/evaluate_screening.py --model fastgap/models/default \
         --store runs/default_models/store --split benchmarks/splits/mp_gap36k.json \
@@ -150,10 +151,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="fit the std factor on the validation split first")
     p.add_argument("--card", action="store_true", help="write metrics into the bundle's card")
     p.add_argument("--results", default=None, help="RESULTS.md to update")
+    p.add_argument("--part", default="test", choices=["test", "val"],
+                   help="split part to evaluate (val: for choosing between bundles)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else __import__("sys").argv[1:])
     if args.card and (args.members or args.precision != "fp32"):
         p.error("--card: the card describes the full fp32 bundle; drop --members/--precision")
+    if args.part != "test" and (args.card or args.results):
+        p.error("--card / --results report the test split; drop them with --part val")
     from fastgap.ensemble import load_bundle, select_members, write_model_card
     from fastgap.screening import predict_featurized
 
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--calibrate: needs two or more band-gap regressors (an ensemble std)")
         calibration = calibrate(bundle, args)
         bundle.card = {**bundle.card, "calibration": calibration}
-    batch, dropped = test_batch(args.store, args.split, args.max_z)
+    batch, dropped = test_batch(args.store, args.split, args.max_z, args.part)
     true = batch.properties["band_gap_eV"]
     cols = predict_featurized(bundle, batch, tta=not args.no_tta, batch_size=256,
                               precision=args.precision)
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if calibration:
         (out / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
     plot(true, cols, out / "parity.png")
-    print(json.dumps({"calibration": calibration, "test_split": metrics}, indent=2))
+    print(json.dumps({"calibration": calibration, f"{args.part}_split": metrics}, indent=2))
     if args.card:
         write_model_card(Path(bundle.source), {"test_split": metrics, "tta": not args.no_tta},
                          calibration)
