@@ -80,7 +80,7 @@ def run(input_path: Path, out_dir: Path, predict_args: list[str], interval: floa
         "--no-progress",
         *predict_args,
     ]
-    counter = LineCounter(preds)
+    counter = LineCounter(preds.with_name(preds.name + ".partial"))  # rows land here first
     samples: list[tuple[float, int, int, int]] = []  # (s, rows incl. header, rss, pss)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -93,7 +93,7 @@ def run(input_path: Path, out_dir: Path, predict_args: list[str], interval: floa
     log = proc.stdout.read() if proc.stdout else ""
     if proc.returncode != 0:
         raise SystemExit(f"fastgap predict failed ({proc.returncode}):\n{log}")
-    rows = counter.update() - 1  # header
+    rows = LineCounter(preds).update() - 1  # the finished file, less its header
     n_rejects = max(LineCounter(rejects).update() - 1, 0)
     half = [s for s in samples if s[0] >= samples[-1][0] / 2] if samples else []
     second_half = (
