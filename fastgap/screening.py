@@ -1,6 +1,7 @@
 """Screening: structures (files, archives, stores, objects) -> band gaps, streamed in order.
 
-Data flow (memory bounded by ``chunk_size * (2 * workers + 1)`` structures in flight)::
+Data flow (at most ``chunk_size * (2 * workers + 1)`` structures in flight; the workers'
+memory still grows with the number of structures predicted, see benchmarks/RESULTS.md)::
 
     iter_raw(inputs) -> chunks ----------+
     Store.iter_batches() -> chunks ------+--> workers (fork or spawn; one torch thread each),
