@@ -1,7 +1,7 @@
 """Screening: structures (files, archives, stores, objects) -> band gaps, streamed in order.
 
-Data flow (at most ``chunk_size * (2 * workers + 1)`` structures in flight; the workers'
-memory still grows with the number of structures predicted, see benchmarks/RESULTS.md)::
+Data flow (at most ``chunk_size * (2 * workers + 1)`` structures in flight; workers run
+without oneDNN's primitive cache and trim the heap after each chunk, see `release_memory`)::
 
     iter_raw(inputs) -> chunks ----------+
     Store.iter_batches() -> chunks ------+--> workers (fork or spawn; one torch thread each),
@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -296,9 +297,35 @@ def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig,
 
 # Worker-process state: the bundle, sent once per worker by the pool initializer.
 _WORKER: dict[str, Any] = {}
+_LIBC: list[Any] = []  # glibc, loaded on first use ([None] where there is none)
+
+
+def release_memory() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Called after every chunk: the tensors of a chunk differ in size from those of the
+    last, and without trimming the freed pieces fragment the heap, so a worker's RSS creeps
+    up over millions of structures (benchmarks/RESULTS.md, "Screening at scale").
+    """
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+        try:
+            lib = ctypes.CDLL(name) if name else None
+            _LIBC.append(lib if lib is not None and hasattr(lib, "malloc_trim") else None)
+        except OSError:
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0].malloc_trim(0)
 
 
 def _init_worker(bundle: Bundle) -> None:
+    # oneDNN keeps one compiled LSTM primitive per input shape, and nearly every batch has
+    # its own shape: no cache in the workers (read when the first primitive is made, which
+    # is after this in a fresh or forked worker; a value the user set is kept)
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
     import torch
 
     torch.set_num_threads(1)  # one process per core does the inference
@@ -310,7 +337,10 @@ def _ready() -> bool:
 
 
 def _in_worker(fn: Any, args: tuple) -> ChunkPrediction:
-    return fn(_WORKER["bundle"], *args)
+    try:
+        return fn(_WORKER["bundle"], *args)
+    finally:
+        release_memory()
 
 
 def chunk_predictions(
@@ -327,7 +357,9 @@ def chunk_predictions(
     tasks = _tasks(inputs, bundle.k, config, replay)
     if config.workers == 0:
         for fn, args in tasks:
-            yield fn(bundle, *args)
+            out = fn(bundle, *args)
+            release_memory()
+            yield out
         return
     method = config.start_method
     if method == "auto":
