@@ -474,8 +474,8 @@ def check_out_path(path: Path) -> None:
 class RowWriter:
     """Append DataFrame chunks to CSV or Parquet (by suffix); the file appears on success.
 
-    Rows go to ``<path>.partial`` first; ``append=True`` (CSV only) continues an existing
-    partial file, whose header the caller has checked.
+    Rows go to ``<path>.partial`` first; ``append=True`` continues an existing partial CSV
+    file, whose header the caller (`predict_to_file`, which refuses Parquet) has checked.
     """
 
     def __init__(self, path: Path, columns: list[str], append: bool = False) -> None:
@@ -483,9 +483,6 @@ class RowWriter:
         self.path, self.columns = path, columns
         self.partial = partial_path(path)
         self._parquet = path.suffix.lower() == ".parquet"
-        if append and self._parquet:
-            raise ValueError("resume: needs CSV output (a Parquet file is unreadable until "
-                             "it is closed)")
         self._append = append
         self._writer: Any = None
         self._rows = 0
@@ -664,12 +661,16 @@ def predict_to_file(
                 rejects_path.open("a" if append else "w", newline="", encoding="utf-8") as fh, \
                 tqdm(unit=" structures", disable=not config.progress or None) as bar:
             rej = csv.writer(fh, lineterminator="\n")
-            if not append:
-                rej.writerow(REJECTS_HEADER)
-                if identity is not None:  # resumable from the first byte
+
+            def commit() -> None:  # what a resumed run keeps: the files as they are now
+                if identity is not None:
                     fh.flush()
                     progress.rows_bytes, progress.rejects_bytes = writer.tell(), fh.tell()
                     save_progress(out, identity, progress)
+
+            if not append:
+                rej.writerow(REJECTS_HEADER)
+                commit()  # resumable from the first byte
             replay = progress.chunks
             for frame, rejected, chunk in iter_predictions(items, bundle, config, replay):
                 summary.inputs += chunk.n_inputs
@@ -681,12 +682,9 @@ def predict_to_file(
                 rej.writerows((r.id, r.source, " ".join(r.reason.split())) for r in rejected)
                 summary.predicted += len(frame)
                 summary.rejected += len(rejected)
-                if identity is not None:  # commit the chunk
-                    fh.flush()
-                    progress.chunks += 1
-                    progress.inputs += chunk.n_inputs
-                    progress.rows_bytes, progress.rejects_bytes = writer.tell(), fh.tell()
-                    save_progress(out, identity, progress)
+                progress.chunks += 1
+                progress.inputs += chunk.n_inputs
+                commit()
         run_state_path(out).unlink(missing_ok=True)  # complete: nothing left to resume
     finally:
         torch.set_num_threads(threads)
