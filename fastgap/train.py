@@ -2,6 +2,7 @@
 
 Run directory: ``config.json`` (resolved config), ``split.json`` (ids), ``best.safetensors``
 (best validation loss), ``last.safetensors`` + ``last_state.pt`` (resume), ``history.json``,
+``init.json`` (with ``init_from``: the source checkpoint and which output rows it gave),
 ``metrics.json`` (per split, with and without test-time averaging over axis swaps),
 ``curves.png``, ``parity_<target>.png``. Under ``torchrun`` every rank trains on its shard
 of the batches and only rank 0 writes.
@@ -54,6 +55,7 @@ class TrainConfig:
     num_workers: int = 0
     threads: int = 0
     resume: bool = False
+    init_from: str = ""  # checkpoint or run dir to start from (`fastgap.training.finetune`)
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
 

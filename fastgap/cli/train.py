@@ -33,12 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tta", dest="tta", action="store_const", const=False)
     parser.add_argument("--resume", action="store_const", const=True,
                         help="continue the run in --out from its last epoch")
+    parser.add_argument("--init-from",
+                        help="start from this checkpoint (or run directory): its architecture "
+                             "and weights; output rows kept for targets it shares")
     parser.add_argument("--no-progress", dest="progress", action="store_const", const=False)
 
 
 FIELDS = ("store", "labels", "targets", "out", "where", "max_z", "split_file", "epochs", "batch_size",
           "lr", "seed", "patience", "device", "compile", "num_workers", "threads", "augment",
-          "tta", "resume", "progress")
+          "tta", "resume", "init_from", "progress")
 
 
 def run(args: argparse.Namespace) -> int:

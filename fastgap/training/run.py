@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -147,6 +148,11 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
             warnings.warn(f"labels: {labels.unmatched} of {labels.rows} rows of "
                           f"{config.labels!r} name no structure of the data (first: "
                           f"{labels.first_unmatched})", UserWarning, stacklevel=2)
+    source = None
+    if config.init_from:
+        from fastgap.training.finetune import load_init
+
+        config, source, source_meta = load_init(config, featurizer)
     dataset, split = _prepare(config, data)
     out = Path(config.out)
     if runtime.is_main:
@@ -155,7 +161,16 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
         if labels is not None:
             _write_json(out / "labels.json", labels.to_dict())
         _write_json(out / "split.json", {k: [str(data.ids[i]) for i in v] for k, v in split.items()})
-    model = _build_model(config, dataset, split["train"]).to(runtime.device)
+    model = _build_model(config, dataset, split["train"])
+    if source is not None:
+        from fastgap.training.finetune import checkpoint_path, initialise
+
+        init = initialise(model, source, source_meta["targets"], config.targets)
+        if runtime.is_main:
+            path = checkpoint_path(config.init_from)
+            _write_json(out / "init.json", {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                                            "source_targets": source_meta["targets"], **init})
+    model = model.to(runtime.device)
     sampler = BucketBatchSampler(
         dataset, split["train"], config.batch_size, shuffle=True, seed=config.seed,
         augment=config.augment, shard=(runtime.rank, runtime.world),
