@@ -93,6 +93,20 @@ def test_rerun_reuses_stores_and_runs(smoke: tuple[dict, Path]) -> None:
     assert results[0]["test"] == smoke[0]["elastic"]["test"]
 
 
+def test_fine_tune_through_the_suite_and_its_rerun(smoke: tuple[dict, Path], tmp_path) -> None:
+    source = smoke[1] / "runs" / "gap_nonzero"
+    config = _config(tmp_path, tasks=("elastic",), train_overrides={"init_from": str(source)})
+    first, _ = run_bench(config)
+    assert "error" not in first[0], first[0].get("error")
+    init = json.loads((tmp_path / "runs" / "elastic" / "init.json").read_text())
+    assert init["source_targets"] == ["band_gap_eV"] and init["kept"] == []
+    assert init["fresh"] == ["log10_K_VRH", "log10_G_VRH"]
+    best = tmp_path / "runs" / "elastic" / "best.safetensors"
+    before = best.stat().st_mtime_ns
+    again, _ = run_bench(config)  # the resolved architecture matches the saved run: reused
+    assert best.stat().st_mtime_ns == before and again[0]["test"] == first[0]["test"]
+
+
 def test_symmetry_task_rows(tmp_path: Path) -> None:
     results, _ = run_bench(_config(tmp_path, tasks=("symmetry",), symmetry_structures=2,
                                    symmetry_variants=1))
