@@ -1,8 +1,12 @@
-"""Shared fixtures: a tiny screening bundle trained on the in-repo fixture (seconds)."""
+"""Shared fixtures: a tiny screening bundle trained on the in-repo fixture (seconds), and
+the `scripts/` files as modules."""
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -36,3 +40,17 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def bundle(bundle_dir: Path):
     return load_bundle(bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], ModuleType]:
+    """``load_script("name")`` imports ``scripts/name.py`` (scripts are not a package)."""
+
+    def load(name: str) -> ModuleType:
+        path = Path(__file__).parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"fastgap_script_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -122,16 +122,8 @@ def test_default_bundle_ships_a_calibrated_std() -> None:
     assert test["within_1std"] > test["within_1std_raw"]
 
 
-def _script():
-    path = Path(__file__).parents[1] / "scripts" / "evaluate_screening.py"
-    spec = importlib.util.spec_from_file_location("fastgap_evaluate_screening", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_evaluate_screening_fits_on_val_and_writes_the_card(bundle_dir: Path,
-                                                             tmp_path: Path) -> None:
+def test_evaluate_screening_fits_on_val_and_writes_the_card(bundle_dir: Path, tmp_path: Path,
+                                                             load_script) -> None:
     import shutil
 
     from fastgap.featurize import FeaturizeConfig, featurize
@@ -144,7 +136,7 @@ def test_evaluate_screening_fits_on_val_and_writes_the_card(bundle_dir: Path,
     split.write_text(json.dumps({"train": [], "val": ids[::2], "test": ids[1::2]}))
     model = Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
     base = ["--model", str(model), "--store", str(store), "--split", str(split)]
-    script = _script()
+    script = load_script("evaluate_screening")
     assert script.main([*base, "--out", str(tmp_path / "eval"), "--calibrate", "--card"]) == 0
     card = json.loads((model / CARD_NAME).read_text())
     cal, test = card["calibration"], card["metrics"]["test_split"]

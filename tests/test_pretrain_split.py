@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -19,20 +18,12 @@ SI = {"lattice": [[0, 2.73, 2.73], [2.73, 0, 2.73], [2.73, 2.73, 0]],
       "species": ["Si", "Si"], "frac_coords": [[0, 0, 0], [.25, .25, .25]]}
 
 
-def _script():
-    path = Path(__file__).parents[1] / "scripts" / "make_pretrain_split.py"
-    spec = importlib.util.spec_from_file_location("fastgap_make_pretrain_split", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _write(path: Path, records: dict[str, dict]) -> Path:
     path.write_text("".join(json.dumps({"id": i, **r}) + "\n" for i, r in records.items()))
     return path
 
 
-def test_removes_by_id_and_by_structure(tmp_path: Path, monkeypatch) -> None:
+def test_removes_by_id_and_by_structure(tmp_path: Path, monkeypatch, load_script) -> None:
     base = {"train": ["nacl-conv", "si", "shared"], "val": ["nacl-prim"], "test": ["t"]}
     task = {"train": ["si-task"], "val": [], "test": ["nacl-task", "shared"]}
     base_data = _write(tmp_path / "base.jsonl", {"nacl-conv": NACL, "si": SI, "shared": SI,
@@ -45,7 +36,7 @@ def test_removes_by_id_and_by_structure(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(sys, "argv", [
         "x", str(tmp_path / "base.json"), str(out), "--exclude", str(tmp_path / "task.json"),
         "--base-data", str(base_data), "--exclude-data", str(task_data)])
-    _script().main()
+    load_script("make_pretrain_split").main()
     split = json.loads(out.read_text())
     # "si" equals "shared" (a task test structure): removed too; the test part is untouched
     assert split["train"] == [] and split["val"] == [] and split["test"] == ["t"]
@@ -54,8 +45,8 @@ def test_removes_by_id_and_by_structure(tmp_path: Path, monkeypatch) -> None:
     assert split["structure_matches"]["nacl-conv"] == "nacl-task"
 
 
-def test_ids_only_and_bad_split() -> None:
-    script = _script()
+def test_ids_only_and_bad_split(load_script) -> None:
+    script = load_script("make_pretrain_split")
     base = {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
     split = script.pretrain_split(base, [{"train": ["a"], "val": ["c"], "test": ["b"]}])
     assert (split["train"], split["val"], split["test"]) == (["a"], [], ["d"])
