@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default screening models (fastgap/models/default/):
 #   1. featurize mp_gap36k into a feature store            (fastgap featurize)
+#   (with PRETRAIN_CONFIG: pretrain one model and fine-tune every member from it)
 #   2. train the band-gap regressors, one per seed          (fastgap train, gaps > 0)
 #   3. train the metal / non-metal classifier(s)            (fastgap train, target is_metal)
 #   4. pack them into a bundle with card.json               (fastgap.ensemble.pack_bundle)
@@ -37,6 +38,10 @@ WORKERS="${WORKERS:-2}"            # featurize processes
 THREADS="${THREADS:-1}"            # torch threads per training (0 = torch default)
 JOBS="${JOBS:-2}"                  # trainings run at the same time
 RESULTS="${RESULTS:-}"             # e.g. benchmarks/RESULTS.md: write the test metrics there too
+PRETRAIN_CONFIG="${PRETRAIN_CONFIG:-}"  # e.g. benchmarks/configs/pretrain_phys.toml (empty = none)
+PRETRAIN_SPLIT="${PRETRAIN_SPLIT:-$REPO/benchmarks/splits/mp_gap36k_pretrain.json}"
+FT_LR="${FT_LR:-1e-3}"             # learning rate of the fine-tunes
+CLS_FINETUNE="${CLS_FINETUNE:-}"   # which classifier sets start from the pretrained model: "a", "b", "a b"
 
 mkdir -p "$WORK"
 INPUT="$DATA"
@@ -64,33 +69,42 @@ run_train() {
 
 common=(--store "$STORE" --max-z "$MAX_Z" --split-file "$SPLIT" --patience "$PATIENCE"
         --batch-size "$BATCH_SIZE" --threads "$THREADS" --device cpu --no-progress)
+init=()
+if [ -n "$PRETRAIN_CONFIG" ]; then  # every member below waits for the pretrained model
+  run_train "$WORK/pretrain" --config "$PRETRAIN_CONFIG" --store "$STORE" \
+    --split-file "$PRETRAIN_SPLIT" --threads "$THREADS" --device cpu --no-progress --seed 0
+  wait
+  [ -f "$WORK/pretrain/metrics.json" ] || { echo "pretraining failed (see $WORK/pretrain.log)" >&2; exit 1; }
+  init=(--init-from "$WORK/pretrain" --lr "$FT_LR")
+fi
 gap_runs=()
 for seed in $SEEDS; do
   run_train "$WORK/gap_seed$seed" --config "$GAP_CONFIG" "${common[@]}" --target band_gap_eV \
-    --where "band_gap_eV > 0" --epochs "$EPOCHS" --seed "$seed"
+    --where "band_gap_eV > 0" --epochs "$EPOCHS" --seed "$seed" ${init[@]+"${init[@]}"}
   gap_runs+=("$WORK/gap_seed$seed")
 done
 metal_runs=()
-# classifiers NAME CONFIG SEEDS: one is_metal run per seed in $WORK/NAME_seedN (CONFIG empty =
-# the design's model)
+# classifiers NAME CONFIG SEEDS SET: one is_metal run per seed in $WORK/NAME_seedN (CONFIG
+# empty = the design's model); SET (a or b) listed in CLS_FINETUNE starts from the pretrained model
 classifiers() {
-  local name="$1" config="$2" seed
+  local name="$1" config="$2" seed from=()
+  [[ " $CLS_FINETUNE " == *" $4 "* ]] && from=(${init[@]+"${init[@]}"})
   for seed in $3; do
     run_train "$WORK/${name}_seed$seed" ${config:+--config "$config"} "${common[@]}" \
-      --target is_metal --epochs "$CLS_EPOCHS" --seed "$seed"
+      --target is_metal --epochs "$CLS_EPOCHS" --seed "$seed" ${from[@]+"${from[@]}"}
     metal_runs+=("$WORK/${name}_seed$seed")
   done
 }
-classifiers metal "$CLS_CONFIG" "$CLS_SEEDS"
+classifiers metal "$CLS_CONFIG" "$CLS_SEEDS" a
 [ -z "$CLS_SEEDS_B" ] || [ -n "$CLS_CONFIG_B" ] || { echo "CLS_SEEDS_B needs CLS_CONFIG_B" >&2; exit 1; }
-classifiers metal_b "$CLS_CONFIG_B" "$CLS_SEEDS_B"
+classifiers metal_b "$CLS_CONFIG_B" "$CLS_SEEDS_B" b
 
 wait
 for run in "${gap_runs[@]}" "${metal_runs[@]}"; do
   [ -f "$run/metrics.json" ] || { echo "training failed: $run (see $run.log)" >&2; exit 1; }
 done
 
-COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basename "$CLS_CONFIG")} LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS'${CLS_SEEDS_B:+ CLS_CONFIG_B=$(basename "$CLS_CONFIG_B") CLS_SEEDS_B='$CLS_SEEDS_B'} scripts/train_default_models.sh"
+COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basename "$CLS_CONFIG")} LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS'${CLS_SEEDS_B:+ CLS_CONFIG_B=$(basename "$CLS_CONFIG_B") CLS_SEEDS_B='$CLS_SEEDS_B'}${PRETRAIN_CONFIG:+ PRETRAIN_CONFIG=$(basename "$PRETRAIN_CONFIG") FT_LR=$FT_LR CLS_FINETUNE='$CLS_FINETUNE'} scripts/train_default_models.sh"
 "$PYTHON" - "$BUNDLE" "$DATA" "$SPLIT" "$COMMAND" "$LIMIT" "$MAX_Z" "${#gap_runs[@]}" \
   "${gap_runs[@]}" "${metal_runs[@]}" <<'PY'
 import datetime, hashlib, sys
