@@ -113,3 +113,21 @@ def test_init_refuses_other_neighbour_count(source_run, tmp_path) -> None:
     data = synthetic_featurized(30, np.random.default_rng(0), k=12, max_atoms=4)
     with pytest.raises(ValueError, match="trained with k=19 neighbours, the data has k=12"):
         train(_config(tmp_path, "k12", init_from=str(source_run)), data)
+
+
+def test_packaged_pretrained_model_fine_tunes(tmp_path) -> None:
+    cfg = _config(tmp_path, "ft_packaged", epochs=1, init_from="pretrained",
+                  targets=["band_gap_eV"])
+    out = train(cfg, _data(30))
+    init = json.loads((out / "init.json").read_text())
+    assert init["source_targets"] == ["formation_energy_eV_per_atom", "band_gap_eV"]
+    assert init["kept"] == ["band_gap_eV"]
+    assert init["checkpoint"].endswith("models/pretrained/model.safetensors")
+
+
+def test_missing_packaged_model_is_named(tmp_path, monkeypatch) -> None:
+    from fastgap.training import finetune
+
+    monkeypatch.setattr(finetune, "packaged_path", lambda: tmp_path / "gone.safetensors")
+    with pytest.raises(FileNotFoundError, match="packaged pretrained model is missing"):
+        finetune.checkpoint_path("pretrained")

@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_const", const=True,
                         help="continue the run in --out from its last epoch")
     parser.add_argument("--init-from",
-                        help="start from this checkpoint (or run directory): its architecture "
-                             "and weights; output rows kept for targets it shares")
+                        help="start from this checkpoint (or run directory, or 'pretrained': "
+                             "the shipped model pretrained on mp_gap36k): its architecture and "
+                             "weights; output rows kept for targets it shares")
     parser.add_argument("--no-progress", dest="progress", action="store_const", const=False)
 
 

@@ -27,8 +27,23 @@ if TYPE_CHECKING:
 FREE_FIELDS = ("dropout", "n_outputs")
 
 
+PACKAGED = "pretrained"  # the name of the model shipped in fastgap/models/pretrained/
+
+
+def packaged_path() -> Path:
+    """The pretrained model shipped with the package (card: ``MODEL_CARD.md`` beside it)."""
+    return Path(__file__).resolve().parents[1] / "models" / "pretrained" / "model.safetensors"
+
+
 def checkpoint_path(init_from: str | Path) -> Path:
-    """A ``.safetensors`` file as given, or a run directory's ``best.safetensors``."""
+    """``"pretrained"`` (the shipped model), a ``.safetensors`` file as given, or a run
+    directory's ``best.safetensors``."""
+    if str(init_from) == PACKAGED:
+        path = packaged_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"init_from: the packaged pretrained model is missing "
+                                    f"({str(path)!r}); reinstall fastgap")
+        return path
     path = Path(init_from)
     if path.is_dir():
         path = path / "best.safetensors"
