@@ -181,9 +181,9 @@ def fit(ctx: Context, task: Task, run_name: str, **extra: Any) -> tuple[Path, di
     run_dir = ctx.out / "runs" / run_name
     cfg = train_config(ctx, task, store, run_dir, **extra)
     if cfg.init_from:  # the run saves the checkpoint's architecture: compare against that
-        from fastgap.training.finetune import load_init
+        from fastgap.training.finetune import resolve_init
 
-        cfg = load_init(cfg, {"k": ctx.featurizer.k})[0]
+        cfg = resolve_init(cfg, {"k": ctx.featurizer.k})[0]
     saved = run_dir / "config.json"
     same = saved.is_file() and json.loads(saved.read_text()) == json.loads(
         json.dumps(cfg.to_dict(), default=float))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fastgap.checkpoint import check_featurizer, load_model
+from fastgap.checkpoint import check_featurizer, load_model, read_metadata
 from fastgap.model import ModelConfig
 
 if TYPE_CHECKING:
@@ -72,12 +72,20 @@ def resolve_model_config(config: TrainConfig, meta: dict[str, Any]) -> TrainConf
     return replace(config, model=ModelConfig.from_dict(theirs))
 
 
-def load_init(config: TrainConfig, featurizer: dict[str, Any]) -> tuple[TrainConfig, Any, dict]:
-    """Read ``config.init_from``: (config with its architecture, source model, metadata)."""
+def resolve_init(config: TrainConfig, featurizer: dict[str, Any]) -> tuple[TrainConfig, Path, dict]:
+    """(config with the architecture of ``config.init_from``, its checkpoint path, metadata);
+    reads the metadata only, not the weights."""
     path = checkpoint_path(config.init_from)
-    source, meta = load_model(path)
+    meta = read_metadata(path)
     check_featurizer(meta, featurizer)
-    return resolve_model_config(config, meta), source, meta
+    return resolve_model_config(config, meta), path, meta
+
+
+def load_init(config: TrainConfig, featurizer: dict[str, Any]) -> tuple[TrainConfig, Path, Any, dict]:
+    """`resolve_init` plus the source model: (config, checkpoint path, model, metadata)."""
+    config, path, _ = resolve_init(config, featurizer)
+    source, meta = load_model(path)
+    return config, path, source, meta
 
 
 @torch.no_grad()
@@ -88,11 +96,10 @@ def initialise(model: FastGapModel, source: FastGapModel, source_targets: list[s
     Returns ``{"kept": [...], "fresh": [...]}``: the targets whose output row was carried over
     and those initialised anew.
     """
-    out_name = f"head.{len(model.head) - 1}"
-    state = {k: v for k, v in source.state_dict().items()
-             if not k.startswith(("target_", out_name + "."))}
+    skip = ("target_", f"head.{len(model.head) - 1}.")  # normaliser, output layer
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith(skip)}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    left = [k for k in missing if not k.startswith(("target_", out_name + "."))]
+    left = [k for k in missing if not k.startswith(skip)]
     if left or unexpected:  # resolve_model_config makes this unreachable for valid inputs
         raise ValueError(f"init_from: tensors do not match (missing {left}, unexpected {unexpected})")
     new_out, old_out = model.head[-1], source.head[-1]

@@ -152,7 +152,7 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
     if config.init_from:
         from fastgap.training.finetune import load_init
 
-        config, source, source_meta = load_init(config, featurizer)
+        config, source_path, source, source_meta = load_init(config, featurizer)
     dataset, split = _prepare(config, data)
     out = Path(config.out)
     if runtime.is_main:
@@ -163,12 +163,12 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
         _write_json(out / "split.json", {k: [str(data.ids[i]) for i in v] for k, v in split.items()})
     model = _build_model(config, dataset, split["train"])
     if source is not None:
-        from fastgap.training.finetune import checkpoint_path, initialise
+        from fastgap.training.finetune import initialise
 
         init = initialise(model, source, source_meta["targets"], config.targets)
         if runtime.is_main:
-            path = checkpoint_path(config.init_from)
-            _write_json(out / "init.json", {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            sha256 = hashlib.sha256(source_path.read_bytes()).hexdigest()
+            _write_json(out / "init.json", {"checkpoint": str(source_path), "sha256": sha256,
                                             "source_targets": source_meta["targets"], **init})
     model = model.to(runtime.device)
     sampler = BucketBatchSampler(
