@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default screening models (fastgap/models/default/):
 #   1. featurize mp_gap36k into a feature store            (fastgap featurize)
-#   (with PRETRAIN_CONFIG: pretrain one model and fine-tune every member from it)
+#   (with PRETRAIN_CONFIG: pretrain one model per PRETRAIN_SEEDS seed; the *FT_SEEDS members
+#   are fine-tuned from them, the j-th one from the (j mod P)-th pretrained model)
 #   2. train the band-gap regressors, one per seed          (fastgap train, gaps > 0)
 #   3. train the metal / non-metal classifier(s)            (fastgap train, target is_metal)
 #   4. pack them into a bundle with card.json               (fastgap.ensemble.pack_bundle)
@@ -30,7 +31,7 @@ CLS_EPOCHS="${CLS_EPOCHS:-25}"     # classifier(s)
 PATIENCE="${PATIENCE:-8}"
 BATCH_SIZE="${BATCH_SIZE:-64}"
 MAX_Z="${MAX_Z:-85}"
-SEEDS="${SEEDS:-1 2 3 4 5}"        # one regressor per seed
+SEEDS="${SEEDS-1 2 3 4 5}"         # one regressor per seed, from scratch (may be empty)
 CLS_SEEDS="${CLS_SEEDS:-0}"        # one classifier per seed
 CLS_CONFIG_B="${CLS_CONFIG_B:-}"   # optional second classifier model (TOML) ...
 CLS_SEEDS_B="${CLS_SEEDS_B:-}"     # ... one more classifier per seed (runs metal_b_seedN)
@@ -40,8 +41,11 @@ JOBS="${JOBS:-2}"                  # trainings run at the same time
 RESULTS="${RESULTS:-}"             # e.g. benchmarks/RESULTS.md: write the test metrics there too
 PRETRAIN_CONFIG="${PRETRAIN_CONFIG:-}"  # e.g. benchmarks/configs/pretrain_phys.toml (empty = none)
 PRETRAIN_SPLIT="${PRETRAIN_SPLIT:-$REPO/benchmarks/splits/mp_gap36k_pretrain.json}"
+PRETRAIN_SEEDS="${PRETRAIN_SEEDS:-0}"  # one pretrained model per seed (runs pretrain_seedN)
 FT_LR="${FT_LR:-1e-3}"             # learning rate of the fine-tunes
-CLS_FINETUNE="${CLS_FINETUNE:-}"   # which classifier sets start from the pretrained model: "a", "b", "a b"
+FT_SEEDS="${FT_SEEDS:-}"           # regressors fine-tuned from the pretrained models (gap_ft_seedN)
+CLS_FT_SEEDS="${CLS_FT_SEEDS:-}"   # CLS_CONFIG classifiers fine-tuned (metal_ft_seedN)
+CLS_FT_SEEDS_B="${CLS_FT_SEEDS_B:-}"  # CLS_CONFIG_B classifiers fine-tuned (metal_b_ft_seedN)
 
 mkdir -p "$WORK"
 INPUT="$DATA"
@@ -69,42 +73,66 @@ run_train() {
 
 common=(--store "$STORE" --max-z "$MAX_Z" --split-file "$SPLIT" --patience "$PATIENCE"
         --batch-size "$BATCH_SIZE" --threads "$THREADS" --device cpu --no-progress)
-init=()
-if [ -n "$PRETRAIN_CONFIG" ]; then  # every member below waits for the pretrained model
-  run_train "$WORK/pretrain" --config "$PRETRAIN_CONFIG" --store "$STORE" \
-    --split-file "$PRETRAIN_SPLIT" --threads "$THREADS" --device cpu --no-progress --seed 0
+pretrained=()
+if [ -n "$PRETRAIN_CONFIG" ]; then  # every fine-tuned member below waits for these
+  for seed in $PRETRAIN_SEEDS; do
+    run_train "$WORK/pretrain_seed$seed" --config "$PRETRAIN_CONFIG" --store "$STORE" \
+      --split-file "$PRETRAIN_SPLIT" --threads "$THREADS" --device cpu --no-progress --seed "$seed"
+    pretrained+=("$WORK/pretrain_seed$seed")
+  done
   wait
-  [ -f "$WORK/pretrain/metrics.json" ] || { echo "pretraining failed (see $WORK/pretrain.log)" >&2; exit 1; }
-  init=(--init-from "$WORK/pretrain" --lr "$FT_LR")
+  for run in "${pretrained[@]}"; do
+    [ -f "$run/metrics.json" ] || { echo "pretraining failed (see $run.log)" >&2; exit 1; }
+  done
+elif [ -n "$FT_SEEDS$CLS_FT_SEEDS$CLS_FT_SEEDS_B" ]; then
+  echo "FT_SEEDS / CLS_FT_SEEDS / CLS_FT_SEEDS_B need PRETRAIN_CONFIG" >&2; exit 1
 fi
+n_ft=0  # fine-tuned members so far: the next one starts from pretrained[n_ft mod P]
+# init_args: the --init-from arguments of the next fine-tuned member, in the array `init`
+init_args() {
+  init=(--init-from "${pretrained[$((n_ft % ${#pretrained[@]}))]}" --lr "$FT_LR")
+  n_ft=$((n_ft + 1))
+}
 gap_runs=()
-for seed in $SEEDS; do
-  run_train "$WORK/gap_seed$seed" --config "$GAP_CONFIG" "${common[@]}" --target band_gap_eV \
-    --where "band_gap_eV > 0" --epochs "$EPOCHS" --seed "$seed" ${init[@]+"${init[@]}"}
-  gap_runs+=("$WORK/gap_seed$seed")
-done
+# regressors NAME SEEDS FINETUNE: one band-gap run per seed in $WORK/NAME_seedN
+regressors() {
+  local name="$1" seed init=()
+  for seed in $2; do
+    [ "$3" = ft ] && init_args
+    run_train "$WORK/${name}_seed$seed" --config "$GAP_CONFIG" "${common[@]}" \
+      --target band_gap_eV --where "band_gap_eV > 0" --epochs "$EPOCHS" --seed "$seed" \
+      ${init[@]+"${init[@]}"}
+    gap_runs+=("$WORK/${name}_seed$seed")
+  done
+}
+regressors gap "$SEEDS" scratch
+regressors gap_ft "$FT_SEEDS" ft
 metal_runs=()
-# classifiers NAME CONFIG SEEDS SET: one is_metal run per seed in $WORK/NAME_seedN (CONFIG
-# empty = the design's model); SET (a or b) listed in CLS_FINETUNE starts from the pretrained model
+# classifiers NAME CONFIG SEEDS FINETUNE: one is_metal run per seed in $WORK/NAME_seedN
+# (CONFIG empty = the design's model)
 classifiers() {
-  local name="$1" config="$2" seed from=()
-  [[ " $CLS_FINETUNE " == *" $4 "* ]] && from=(${init[@]+"${init[@]}"})
+  local name="$1" config="$2" seed init=()
   for seed in $3; do
+    [ "$4" = ft ] && init_args
     run_train "$WORK/${name}_seed$seed" ${config:+--config "$config"} "${common[@]}" \
-      --target is_metal --epochs "$CLS_EPOCHS" --seed "$seed" ${from[@]+"${from[@]}"}
+      --target is_metal --epochs "$CLS_EPOCHS" --seed "$seed" ${init[@]+"${init[@]}"}
     metal_runs+=("$WORK/${name}_seed$seed")
   done
 }
-classifiers metal "$CLS_CONFIG" "$CLS_SEEDS" a
-[ -z "$CLS_SEEDS_B" ] || [ -n "$CLS_CONFIG_B" ] || { echo "CLS_SEEDS_B needs CLS_CONFIG_B" >&2; exit 1; }
-classifiers metal_b "$CLS_CONFIG_B" "$CLS_SEEDS_B" b
+classifiers metal "$CLS_CONFIG" "$CLS_SEEDS" scratch
+classifiers metal_ft "$CLS_CONFIG" "$CLS_FT_SEEDS" ft
+[ -z "$CLS_SEEDS_B$CLS_FT_SEEDS_B" ] || [ -n "$CLS_CONFIG_B" ] || {
+  echo "CLS_SEEDS_B / CLS_FT_SEEDS_B need CLS_CONFIG_B" >&2; exit 1; }
+classifiers metal_b "$CLS_CONFIG_B" "$CLS_SEEDS_B" scratch
+classifiers metal_b_ft "$CLS_CONFIG_B" "$CLS_FT_SEEDS_B" ft
+[ "${#gap_runs[@]}" -ge 1 ] || { echo "no band-gap regressor: set SEEDS or FT_SEEDS" >&2; exit 1; }
 
 wait
 for run in "${gap_runs[@]}" "${metal_runs[@]}"; do
   [ -f "$run/metrics.json" ] || { echo "training failed: $run (see $run.log)" >&2; exit 1; }
 done
 
-COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basename "$CLS_CONFIG")} LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS'${CLS_SEEDS_B:+ CLS_CONFIG_B=$(basename "$CLS_CONFIG_B") CLS_SEEDS_B='$CLS_SEEDS_B'}${PRETRAIN_CONFIG:+ PRETRAIN_CONFIG=$(basename "$PRETRAIN_CONFIG") FT_LR=$FT_LR CLS_FINETUNE='$CLS_FINETUNE'} scripts/train_default_models.sh"
+COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basename "$CLS_CONFIG")} LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS'${CLS_CONFIG_B:+ CLS_CONFIG_B=$(basename "$CLS_CONFIG_B") CLS_SEEDS_B='$CLS_SEEDS_B'}${PRETRAIN_CONFIG:+ PRETRAIN_CONFIG=$(basename "$PRETRAIN_CONFIG") PRETRAIN_SEEDS='$PRETRAIN_SEEDS' FT_LR=$FT_LR FT_SEEDS='$FT_SEEDS' CLS_FT_SEEDS='$CLS_FT_SEEDS' CLS_FT_SEEDS_B='$CLS_FT_SEEDS_B'} scripts/train_default_models.sh"
 "$PYTHON" - "$BUNDLE" "$DATA" "$SPLIT" "$COMMAND" "$LIMIT" "$MAX_Z" "${#gap_runs[@]}" \
   "${gap_runs[@]}" "${metal_runs[@]}" <<'PY'
 import datetime, hashlib, sys
