@@ -43,6 +43,7 @@ PRETRAIN_CONFIG="${PRETRAIN_CONFIG:-}"  # e.g. benchmarks/configs/pretrain_phys.
 PRETRAIN_SPLIT="${PRETRAIN_SPLIT:-$REPO/benchmarks/splits/mp_gap36k_pretrain.json}"
 PRETRAIN_SEEDS="${PRETRAIN_SEEDS:-0}"  # one pretrained model per seed (runs pretrain_seedN)
 FT_LR="${FT_LR:-1e-3}"             # learning rate of the fine-tunes
+FT_EPOCHS="${FT_EPOCHS:-$EPOCHS}"  # epochs of the fine-tuned regressors
 FT_SEEDS="${FT_SEEDS:-}"           # regressors fine-tuned from the pretrained models (gap_ft_seedN)
 CLS_FT_SEEDS="${CLS_FT_SEEDS:-}"   # CLS_CONFIG classifiers fine-tuned (metal_ft_seedN)
 CLS_FT_SEEDS_B="${CLS_FT_SEEDS_B:-}"  # CLS_CONFIG_B classifiers fine-tuned (metal_b_ft_seedN)
@@ -94,19 +95,21 @@ init_args() {
   n_ft=$((n_ft + 1))
 }
 gap_runs=()
-# regressors NAME SEEDS FINETUNE: one band-gap run per seed in $WORK/NAME_seedN
+# regressors NAME SEEDS FINETUNE EPOCHS: one band-gap run per seed in $WORK/NAME_seedN
 regressors() {
   local name="$1" seed init=()
   for seed in $2; do
     [ "$3" = ft ] && init_args
     run_train "$WORK/${name}_seed$seed" --config "$GAP_CONFIG" "${common[@]}" \
-      --target band_gap_eV --where "band_gap_eV > 0" --epochs "$EPOCHS" --seed "$seed" \
+      --target band_gap_eV --where "band_gap_eV > 0" --epochs "$4" --seed "$seed" \
       ${init[@]+"${init[@]}"}
     gap_runs+=("$WORK/${name}_seed$seed")
   done
 }
-regressors gap "$SEEDS" scratch
-regressors gap_ft "$FT_SEEDS" ft
+# fine-tuned members first (each more accurate than a scratch one on validation), so that
+# `fastgap predict --members N` / `--fast` keep them
+regressors gap_ft "$FT_SEEDS" ft "$FT_EPOCHS"
+regressors gap "$SEEDS" scratch "$EPOCHS"
 metal_runs=()
 # classifiers NAME CONFIG SEEDS FINETUNE: one is_metal run per seed in $WORK/NAME_seedN
 # (CONFIG empty = the design's model)
@@ -119,12 +122,12 @@ classifiers() {
     metal_runs+=("$WORK/${name}_seed$seed")
   done
 }
-classifiers metal "$CLS_CONFIG" "$CLS_SEEDS" scratch
-classifiers metal_ft "$CLS_CONFIG" "$CLS_FT_SEEDS" ft
 [ -z "$CLS_SEEDS_B$CLS_FT_SEEDS_B" ] || [ -n "$CLS_CONFIG_B" ] || {
   echo "CLS_SEEDS_B / CLS_FT_SEEDS_B need CLS_CONFIG_B" >&2; exit 1; }
-classifiers metal_b "$CLS_CONFIG_B" "$CLS_SEEDS_B" scratch
+classifiers metal_ft "$CLS_CONFIG" "$CLS_FT_SEEDS" ft
 classifiers metal_b_ft "$CLS_CONFIG_B" "$CLS_FT_SEEDS_B" ft
+classifiers metal "$CLS_CONFIG" "$CLS_SEEDS" scratch
+classifiers metal_b "$CLS_CONFIG_B" "$CLS_SEEDS_B" scratch
 [ "${#gap_runs[@]}" -ge 1 ] || { echo "no band-gap regressor: set SEEDS or FT_SEEDS" >&2; exit 1; }
 
 wait
@@ -132,7 +135,7 @@ for run in "${gap_runs[@]}" "${metal_runs[@]}"; do
   [ -f "$run/metrics.json" ] || { echo "training failed: $run (see $run.log)" >&2; exit 1; }
 done
 
-COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basename "$CLS_CONFIG")} LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS'${CLS_CONFIG_B:+ CLS_CONFIG_B=$(basename "$CLS_CONFIG_B") CLS_SEEDS_B='$CLS_SEEDS_B'}${PRETRAIN_CONFIG:+ PRETRAIN_CONFIG=$(basename "$PRETRAIN_CONFIG") PRETRAIN_SEEDS='$PRETRAIN_SEEDS' FT_LR=$FT_LR FT_SEEDS='$FT_SEEDS' CLS_FT_SEEDS='$CLS_FT_SEEDS' CLS_FT_SEEDS_B='$CLS_FT_SEEDS_B'} scripts/train_default_models.sh"
+COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basename "$CLS_CONFIG")} LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS'${CLS_CONFIG_B:+ CLS_CONFIG_B=$(basename "$CLS_CONFIG_B") CLS_SEEDS_B='$CLS_SEEDS_B'}${PRETRAIN_CONFIG:+ PRETRAIN_CONFIG=$(basename "$PRETRAIN_CONFIG") PRETRAIN_SEEDS='$PRETRAIN_SEEDS' FT_LR=$FT_LR FT_EPOCHS=$FT_EPOCHS FT_SEEDS='$FT_SEEDS' CLS_FT_SEEDS='$CLS_FT_SEEDS' CLS_FT_SEEDS_B='$CLS_FT_SEEDS_B'} scripts/train_default_models.sh"
 "$PYTHON" - "$BUNDLE" "$DATA" "$SPLIT" "$COMMAND" "$LIMIT" "$MAX_Z" "${#gap_runs[@]}" \
   "${gap_runs[@]}" "${metal_runs[@]}" <<'PY'
 import datetime, hashlib, sys
