@@ -110,6 +110,7 @@ regressors() {
 # `fastgap predict --members N` / `--fast` keep them
 regressors gap_ft "$FT_SEEDS" ft "$FT_EPOCHS"
 regressors gap "$SEEDS" scratch "$EPOCHS"
+[ "${#gap_runs[@]}" -ge 1 ] || { echo "no band-gap regressor: set SEEDS or FT_SEEDS" >&2; exit 1; }
 metal_runs=()
 # classifiers NAME CONFIG SEEDS FINETUNE: one is_metal run per seed in $WORK/NAME_seedN
 # (CONFIG empty = the design's model)
@@ -128,7 +129,6 @@ classifiers metal_ft "$CLS_CONFIG" "$CLS_FT_SEEDS" ft
 classifiers metal_b_ft "$CLS_CONFIG_B" "$CLS_FT_SEEDS_B" ft
 classifiers metal "$CLS_CONFIG" "$CLS_SEEDS" scratch
 classifiers metal_b "$CLS_CONFIG_B" "$CLS_SEEDS_B" scratch
-[ "${#gap_runs[@]}" -ge 1 ] || { echo "no band-gap regressor: set SEEDS or FT_SEEDS" >&2; exit 1; }
 
 wait
 for run in "${gap_runs[@]}" "${metal_runs[@]}"; do
