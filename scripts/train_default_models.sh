@@ -2,7 +2,8 @@
 # Reproduce the bundled default screening models (fastgap/models/default/):
 #   1. featurize mp_gap36k into a feature store            (fastgap featurize)
 #   (with PRETRAIN_CONFIG: pretrain one model per PRETRAIN_SEEDS seed; the *FT_SEEDS members
-#   are fine-tuned from them, the j-th one from the (j mod P)-th pretrained model)
+#   are fine-tuned from them: an entry N:P is seed N started from pretrained seed P, a bare N
+#   starts from the first pretrained seed)
 #   2. train the band-gap regressors, one per seed          (fastgap train, gaps > 0)
 #   3. train the metal / non-metal classifier(s)            (fastgap train, target is_metal)
 #   4. pack them into a bundle with card.json               (fastgap.ensemble.pack_bundle)
@@ -44,9 +45,9 @@ PRETRAIN_SPLIT="${PRETRAIN_SPLIT:-$REPO/benchmarks/splits/mp_gap36k_pretrain.jso
 PRETRAIN_SEEDS="${PRETRAIN_SEEDS:-0}"  # one pretrained model per seed (runs pretrain_seedN)
 FT_LR="${FT_LR:-1e-3}"             # learning rate of the fine-tunes
 FT_EPOCHS="${FT_EPOCHS:-$EPOCHS}"  # epochs of the fine-tuned regressors
-FT_SEEDS="${FT_SEEDS:-}"           # regressors fine-tuned from the pretrained models (gap_ft_seedN)
-CLS_FT_SEEDS="${CLS_FT_SEEDS:-}"   # CLS_CONFIG classifiers fine-tuned (metal_ft_seedN)
-CLS_FT_SEEDS_B="${CLS_FT_SEEDS_B:-}"  # CLS_CONFIG_B classifiers fine-tuned (metal_b_ft_seedN)
+FT_SEEDS="${FT_SEEDS:-}"           # fine-tuned regressors, N or N:P each (runs gap_ft_seedN)
+CLS_FT_SEEDS="${CLS_FT_SEEDS:-}"   # fine-tuned CLS_CONFIG classifiers, N or N:P (metal_ft_seedN)
+CLS_FT_SEEDS_B="${CLS_FT_SEEDS_B:-}"  # fine-tuned CLS_CONFIG_B classifiers (metal_b_ft_seedN)
 
 mkdir -p "$WORK"
 INPUT="$DATA"
@@ -88,18 +89,23 @@ if [ -n "$PRETRAIN_CONFIG" ]; then  # every fine-tuned member below waits for th
 elif [ -n "$FT_SEEDS$CLS_FT_SEEDS$CLS_FT_SEEDS_B" ]; then
   echo "FT_SEEDS / CLS_FT_SEEDS / CLS_FT_SEEDS_B need PRETRAIN_CONFIG" >&2; exit 1
 fi
-n_ft=0  # fine-tuned members so far: the next one starts from pretrained[n_ft mod P]
-# init_args: the --init-from arguments of the next fine-tuned member, in the array `init`
-init_args() {
-  init=(--init-from "${pretrained[$((n_ft % ${#pretrained[@]}))]}" --lr "$FT_LR")
-  n_ft=$((n_ft + 1))
+# member_args SPEC FINETUNE: sets `seed` and the array `init` (the --init-from arguments of a
+# fine-tuned member) from SPEC = N, or N:P = seed N fine-tuned from pretrained seed P
+member_args() {
+  seed="${1%%:*}"; init=()
+  [ "$2" = ft ] || return 0
+  local from; read -r from _ <<< "$PRETRAIN_SEEDS"
+  [[ "$1" == *:* ]] && from="${1#*:}"
+  [[ " $PRETRAIN_SEEDS " == *" $from "* ]] || {
+    echo "$1: pretrained seed $from is not in PRETRAIN_SEEDS='$PRETRAIN_SEEDS'" >&2; exit 1; }
+  init=(--init-from "$WORK/pretrain_seed$from" --lr "$FT_LR")
 }
 gap_runs=()
 # regressors NAME SEEDS FINETUNE EPOCHS: one band-gap run per seed in $WORK/NAME_seedN
 regressors() {
-  local name="$1" seed init=()
-  for seed in $2; do
-    [ "$3" = ft ] && init_args
+  local name="$1" spec seed init=()
+  for spec in $2; do
+    member_args "$spec" "$3"
     run_train "$WORK/${name}_seed$seed" --config "$GAP_CONFIG" "${common[@]}" \
       --target band_gap_eV --where "band_gap_eV > 0" --epochs "$4" --seed "$seed" \
       ${init[@]+"${init[@]}"}
@@ -115,9 +121,9 @@ metal_runs=()
 # classifiers NAME CONFIG SEEDS FINETUNE: one is_metal run per seed in $WORK/NAME_seedN
 # (CONFIG empty = the design's model)
 classifiers() {
-  local name="$1" config="$2" seed init=()
-  for seed in $3; do
-    [ "$4" = ft ] && init_args
+  local name="$1" config="$2" spec seed init=()
+  for spec in $3; do
+    member_args "$spec" "$4"
     run_train "$WORK/${name}_seed$seed" ${config:+--config "$config"} "${common[@]}" \
       --target is_metal --epochs "$CLS_EPOCHS" --seed "$seed" ${init[@]+"${init[@]}"}
     metal_runs+=("$WORK/${name}_seed$seed")
