@@ -30,6 +30,7 @@ Combination rule (`combine`):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -327,6 +328,7 @@ def pack_bundle(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     members: dict[str, list[str]] = {"band_gap": [], "metal": []}
+    provenance: dict[str, dict[str, Any]] = {}
     for role, prefix, paths in (("band_gap", "gap", band_gap), ("metal", "metal", metal)):
         for i, src in enumerate(paths):
             src = Path(src)
@@ -337,11 +339,48 @@ def pack_bundle(
             name = f"{prefix}_{i}.safetensors"
             shutil.copyfile(src, out / name)
             members[role].append(name)
+            provenance[name] = member_provenance(src)
     full = {**(card or {}), "bundle_format": BUNDLE_FORMAT, "fastgap_version": __version__,
-            "members": members}  # fmt: skip
+            "members": members, "provenance": provenance}  # fmt: skip
     (out / CARD_NAME).write_text(json.dumps(full, indent=2) + "\n")
     load_bundle(out)  # refuse to leave a bundle behind that would not load
     return out
+
+
+def member_provenance(checkpoint: Path) -> dict[str, Any]:
+    """Where a member comes from: its training run's name and seed and, for a fine-tuned
+    run (``init.json`` beside the checkpoint), the starting checkpoint's run and sha256."""
+    run = checkpoint.absolute().parent
+    info: dict[str, Any] = {"run": run.name,
+                            "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
+    config = run / "config.json"
+    if config.is_file():
+        resolved = json.loads(config.read_text())
+        info.update(seed=resolved.get("seed"), epochs=resolved.get("epochs"))
+    init = run / "init.json"
+    if init.is_file():
+        start = json.loads(init.read_text())
+        info["init_from"] = {"run": Path(start.get("checkpoint", "?")).parent.name,
+                             "sha256": start.get("sha256")}
+    return info
+
+
+def _member_lines(card: dict[str, Any]) -> list[str]:
+    """One line per member file: role, training run, seed and starting checkpoint."""
+    provenance = card.get("provenance", {})
+    lines = []
+    for role, names in card["members"].items():
+        for name in names:
+            info = provenance.get(name)
+            if not info:
+                lines.append(f"- {role}: {name}")
+                continue
+            start = info.get("init_from")
+            origin = (f"fine-tuned from `{start['run']}` (sha256 {str(start['sha256'])[:12]})"
+                      if start else "trained from scratch")
+            lines.append(f"- {role}: {name} <- run `{info['run']}`, seed {info.get('seed')}, "
+                         f"{info.get('epochs')} epochs at most, {origin}")
+    return lines
 
 
 def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = None,
@@ -366,7 +405,7 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = No
         (f"fastgap {card['fastgap_version']}, bundle format {card['bundle_format']}, "
         f"trained {card.get('date', '?')}."), "",
         "## Members", "",
-        *[f"- {role}: {', '.join(names)}" for role, names in card["members"].items()], "",
+        *_member_lines(card), "",
         "## Data and split", "",
         f"- data: {json.dumps(card.get('data', {}))}",
         f"- split: {json.dumps(card.get('split', {}))}",

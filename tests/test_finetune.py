@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from fastgap.checkpoint import load_model
 from fastgap.data import synthetic_featurized
+from fastgap.ensemble import pack_bundle, write_model_card
 from fastgap.model import FastGapModel, ModelConfig, predict_batch
 from fastgap.train import TrainConfig, train
 from fastgap.training.finetune import initialise
@@ -86,6 +88,19 @@ def test_fine_tune_run_takes_the_architecture_and_reports(source_run, tmp_path) 
     pos = {i: n for n, i in enumerate(data.ids)}
     train_vals = np.asarray(data.properties["density_like"])[[pos[i] for i in split["train"]]]
     assert model.target_mean[0].item() == pytest.approx(train_vals.mean())
+    # a bundle made from it names the checkpoint it started from
+    bundle = pack_bundle(tmp_path / "bundle", [out], [source_run])
+    card = json.loads((bundle / "card.json").read_text())
+    source_sha = hashlib.sha256((source_run / "best.safetensors").read_bytes()).hexdigest()
+    assert card["provenance"]["gap_0.safetensors"]["init_from"] == {"run": source_run.name,
+                                                                    "sha256": source_sha}
+    assert card["provenance"]["metal_0.safetensors"] == {
+        "run": source_run.name, "sha256": source_sha, "seed": 0, "epochs": 2}
+    text = write_model_card(bundle).read_text()
+    assert f"gap_0.safetensors <- run `ft`, seed 0, 2 epochs at most, fine-tuned from " \
+           f"`{source_run.name}` (sha256 {source_sha[:12]})" in text
+    assert "metal_0.safetensors <- run `src`, seed 0, 2 epochs at most, trained from " \
+           "scratch" in text
 
 
 def test_resume_of_a_fine_tune_equals_straight_through(source_run, tmp_path) -> None:
