@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from fastgap._version import __version__
+from fastgap.training.finetune import packaged_path
 
 BUNDLE_FORMAT = 1
 CARD_NAME = "card.json"
@@ -362,6 +363,10 @@ def member_provenance(checkpoint: Path) -> dict[str, Any]:
         start = json.loads(init.read_text())
         info["init_from"] = {"run": Path(start.get("checkpoint", "?")).parent.name,
                              "sha256": start.get("sha256")}
+        shipped = packaged_path()
+        if (shipped.is_file()
+                and hashlib.sha256(shipped.read_bytes()).hexdigest() == start.get("sha256")):
+            info["init_from"]["shipped"] = "fastgap/models/pretrained"
     return info
 
 
@@ -376,8 +381,12 @@ def _member_lines(card: dict[str, Any]) -> list[str]:
                 lines.append(f"- {role}: {name}")
                 continue
             start = info.get("init_from")
-            origin = (f"fine-tuned from `{start['run']}` (sha256 {str(start['sha256'])[:12]})"
-                      if start else "trained from scratch")
+            origin = "trained from scratch"
+            if start:
+                shipped = (f", the model shipped in `{start['shipped']}`" if "shipped" in start
+                           else "")
+                origin = (f"fine-tuned from `{start['run']}` "
+                          f"(sha256 {str(start['sha256'])[:12]}{shipped})")
             lines.append(f"- {role}: {name} <- run `{info['run']}`, seed {info.get('seed')}, "
                          f"{info.get('epochs')} epochs at most, {origin}")
     return lines

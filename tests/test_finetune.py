@@ -138,6 +138,10 @@ def test_packaged_pretrained_model_fine_tunes(tmp_path) -> None:
     assert init["source_targets"] == ["formation_energy_eV_per_atom", "band_gap_eV"]
     assert init["kept"] == ["band_gap_eV"]
     assert init["checkpoint"].endswith("models/pretrained/model.safetensors")
+    card = json.loads((pack_bundle(tmp_path / "b", [out], []) / "card.json").read_text())
+    start = card["provenance"]["gap_0.safetensors"]["init_from"]
+    assert start == {"run": "pretrained", "sha256": init["sha256"],
+                     "shipped": "fastgap/models/pretrained"}
 
 
 def test_missing_packaged_model_is_named(tmp_path, monkeypatch) -> None:
