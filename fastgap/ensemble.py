@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 
 from fastgap._version import __version__
-from fastgap.training.finetune import packaged_path
 
 BUNDLE_FORMAT = 1
 CARD_NAME = "card.json"
@@ -351,6 +350,8 @@ def pack_bundle(
 def member_provenance(checkpoint: Path) -> dict[str, Any]:
     """Where a member comes from: its training run's name and seed and, for a fine-tuned
     run (``init.json`` beside the checkpoint), the starting checkpoint's run and sha256."""
+    from fastgap.training.finetune import packaged_path  # imports torch: not at module load
+
     run = checkpoint.absolute().parent
     info: dict[str, Any] = {"run": run.name,
                             "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
