@@ -325,8 +325,12 @@ def pack_bundle(
     ``best.safetensors`` is used); they are renamed ``gap_<i>`` / ``metal_<i>``. ``card``
     adds descriptive fields (data, split, command, metrics); the format fields are set here.
     """
+    from fastgap.training.finetune import packaged_path  # imports torch: not at module load
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    shipped = packaged_path()
+    shipped_sha256 = hashlib.sha256(shipped.read_bytes()).hexdigest() if shipped.is_file() else None
     members: dict[str, list[str]] = {"band_gap": [], "metal": []}
     provenance: dict[str, dict[str, Any]] = {}
     for role, prefix, paths in (("band_gap", "gap", band_gap), ("metal", "metal", metal)):
@@ -339,7 +343,7 @@ def pack_bundle(
             name = f"{prefix}_{i}.safetensors"
             shutil.copyfile(src, out / name)
             members[role].append(name)
-            provenance[name] = member_provenance(src)
+            provenance[name] = member_provenance(src, shipped_sha256)
     full = {**(card or {}), "bundle_format": BUNDLE_FORMAT, "fastgap_version": __version__,
             "members": members, "provenance": provenance}  # fmt: skip
     (out / CARD_NAME).write_text(json.dumps(full, indent=2) + "\n")
@@ -347,11 +351,10 @@ def pack_bundle(
     return out
 
 
-def member_provenance(checkpoint: Path) -> dict[str, Any]:
+def member_provenance(checkpoint: Path, shipped_sha256: str | None = None) -> dict[str, Any]:
     """Where a member comes from: its training run's name and seed and, for a fine-tuned
-    run (``init.json`` beside the checkpoint), the starting checkpoint's run and sha256."""
-    from fastgap.training.finetune import packaged_path  # imports torch: not at module load
-
+    run (``init.json`` beside the checkpoint), the starting checkpoint's run and sha256,
+    marked as the shipped pretrained model when it has ``shipped_sha256``."""
     run = checkpoint.absolute().parent
     info: dict[str, Any] = {"run": run.name,
                             "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
@@ -364,9 +367,7 @@ def member_provenance(checkpoint: Path) -> dict[str, Any]:
         start = json.loads(init.read_text())
         info["init_from"] = {"run": Path(start.get("checkpoint", "?")).parent.name,
                              "sha256": start.get("sha256")}
-        shipped = packaged_path()
-        if (shipped.is_file()
-                and hashlib.sha256(shipped.read_bytes()).hexdigest() == start.get("sha256")):
+        if shipped_sha256 is not None and start.get("sha256") == shipped_sha256:
             info["init_from"]["shipped"] = "fastgap/models/pretrained"
     return info
 
