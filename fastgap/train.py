@@ -3,6 +3,8 @@
 Run directory: ``config.json`` (resolved config), ``split.json`` (ids), ``best.safetensors``
 (best validation loss), ``last.safetensors`` + ``last_state.pt`` (resume), ``history.json``,
 ``init.json`` (with ``init_from``: the source checkpoint and which output rows it gave),
+With ``ema_decay > 0`` the checkpoint kept as best (and evaluated) holds the exponential
+moving average of the weights; ``last.safetensors`` the raw weights training resumes from.
 ``metrics.json`` (per split, with and without test-time averaging over axis swaps),
 ``curves.png``, ``parity_<target>.png``. Under ``torchrun`` every rank trains on its shard
 of the batches and only rank 0 writes.
@@ -46,6 +48,9 @@ class TrainConfig:
     warmup_frac: float = 0.05
     schedule: str = "cosine"
     grad_clip: float = 5.0
+    # exponential moving average of the weights (0 = off): validation, early stopping and
+    # best.safetensors use the averaged weights; decay per optimizer step, e.g. 0.999
+    ema_decay: float = 0.0
     patience: int = 10
     augment: bool = True
     tta: bool = True
@@ -67,6 +72,8 @@ class TrainConfig:
         self.split = tuple(float(f) for f in self.split)
         if not self.targets:
             raise ValueError("targets: expected at least one target name, got none")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: expected a number in [0, 1), got {self.ema_decay!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)!r}")

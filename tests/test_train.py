@@ -81,6 +81,7 @@ def test_masked_loss_ignores_nan_targets() -> None:
      ({"compile": "maybe"}, "compile: expected 'auto', 'on' or 'off'"),
      ({"amp": "on", "device": "cpu"}, "amp: 'on' needs a CUDA device"),
      ({"schedule": "step"}, "schedule: expected 'cosine' or 'constant'"),
+     ({"ema_decay": 1.0}, r"ema_decay: expected a number in \[0, 1\)"),
      ({"where": "band_gap_eV > 100"}, "train and val must be non-empty"),
      ({"store": ""}, "store: expected the path of a feature store")],
 )
@@ -126,6 +127,45 @@ def test_resume_equals_straight_through(tmp_path) -> None:
     assert len(a) == len(b) == 4
     assert a == b
     assert (straight / "metrics.json").read_text() == (resumed / "metrics.json").read_text()
+
+
+def test_ema_weights_are_validated_and_kept(tmp_path) -> None:
+    """best.safetensors holds the moving average: its validation loss is the recorded one."""
+    from safetensors.torch import load_file
+
+    from fastgap.checkpoint import load_model
+    from fastgap.training.loop import resolve_runtime
+    from fastgap.training.run import _prepare, _val_loss
+
+    data = _data()
+    cfg = _config(tmp_path, epochs=3, patience=99, ema_decay=0.9)
+    out = train(cfg, data)
+    hist = json.loads((out / "history.json").read_text())
+    best, _ = load_model(out / "best.safetensors")
+    raw = load_file(str(out / "last.safetensors"))
+    name = "atom_lstm.weight_hh_l0"
+    assert not torch.equal(best.state_dict()[name], raw[name])  # averaged, not the raw weights
+    dataset, split = _prepare(cfg, data)
+    runtime = resolve_runtime("cpu", "off")
+    val = _val_loss(best, dataset, split["val"], cfg, runtime)
+    assert val == pytest.approx(min(h["val_loss"] for h in hist), rel=1e-6)
+    # without the average, the same seed trains the same raw weights but validates them
+    plain = train(_config(tmp_path, out=str(tmp_path / "plain"), epochs=3, patience=99), data)
+    torch.testing.assert_close(load_file(str(plain / "last.safetensors"))[name], raw[name])
+    assert json.loads((plain / "history.json").read_text()) != hist
+
+
+def test_resume_with_ema_equals_straight_through(tmp_path) -> None:
+    data = _data()
+    kw = {"epochs": 4, "ema_decay": 0.8}
+    straight = train(_config(tmp_path, out=str(tmp_path / "a"), **kw), data)
+    train(_config(tmp_path, out=str(tmp_path / "b"), stop_after_epochs=2, **kw), data)
+    resumed = train(_config(tmp_path, out=str(tmp_path / "b"), resume=True, **kw), data)
+    assert (json.loads((straight / "history.json").read_text())
+            == json.loads((resumed / "history.json").read_text()))
+    assert (straight / "metrics.json").read_text() == (resumed / "metrics.json").read_text()
+    with pytest.raises(ValueError, match="resume: the saved run was trained with ema_decay"):
+        train(_config(tmp_path, out=str(tmp_path / "b"), epochs=5, resume=True), data)
 
 
 def test_run_directory_and_multi_target(tmp_path) -> None:

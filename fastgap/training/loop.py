@@ -60,6 +60,18 @@ def use_compile(setting: str, device: torch.device) -> bool:
     return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
+def make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """Exponential moving average of ``model``'s parameters (None when ``decay`` is 0).
+
+    Buffers (the normaliser) are copied once, not averaged: they do not change in training.
+    """
+    if decay <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
     """Multiplier of the base LR at each step: linear warm-up, then cosine to 0 or constant."""
     if schedule not in ("cosine", "constant"):
@@ -87,8 +99,12 @@ def train_epoch(
     *,
     grad_clip: float,
     progress: bool,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
 ) -> float:
-    """One pass over ``loader``; returns the mean batch loss (normalised units)."""
+    """One pass over ``loader``; returns the mean batch loss (normalised units).
+
+    ``ema`` (an ``AveragedModel`` of ``loss_model``) is updated after every optimizer step.
+    """
     from tqdm import tqdm
 
     model.train()
@@ -106,6 +122,8 @@ def train_epoch(
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(loss_model)
         total += float(loss.detach())
         n += 1
     return total / max(n, 1)

@@ -98,18 +98,26 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=float) + "\n")
 
 
-def _start(config: TrainConfig, out: Path, model: FastGapModel, opt, sched, scaler) -> dict:
-    """Fresh counters, or the saved ones (and optimizer state) when resuming."""
+def _start(config: TrainConfig, out: Path, model: FastGapModel, opt, sched, scaler,
+           ema) -> dict:
+    """Fresh counters, or the saved ones (and optimizer and EMA state) when resuming."""
     state = {"epoch": 0, "best": float("inf"), "bad_epochs": 0, "history": []}
     if not config.resume:
         return state
     from safetensors.torch import load_file
 
     saved = load_state(out / "last_state.pt")
+    if (ema is None) != ("ema" not in saved):
+        raise ValueError(
+            f"resume: the saved run was trained with{'out' if 'ema' not in saved else ''} "
+            f"ema_decay, this config has ema_decay={config.ema_decay}; use the run's config"
+        )
     model.load_state_dict(load_file(str(out / "last.safetensors")))
     opt.load_state_dict(saved["optimizer"])
     sched.load_state_dict(saved["scheduler"])
     scaler.load_state_dict(saved["scaler"])
+    if ema is not None:
+        ema.load_state_dict(saved["ema"])
     return {k: saved[k] for k in state}
 
 
@@ -182,9 +190,10 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, loop.lr_lambda(steps, max(1, int(config.warmup_frac * steps)), config.schedule))
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp)
-    state = _start(config, out, model, opt, sched, scaler)
+    ema = loop.make_ema(model, config.ema_decay)
+    state = _start(config, out, model, opt, sched, scaler, ema)
     _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, scaler, state,
-         featurizer)
+         featurizer, ema)
     if runtime.is_main:
         from fastgap.checkpoint import load_model
         from fastgap.plots import plot_curves
@@ -196,8 +205,11 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
 
 
 def _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, scaler,
-         state, featurizer) -> None:
-    """Epoch loop with early stopping; checkpoints after every epoch (rank 0)."""
+         state, featurizer, ema=None) -> None:
+    """Epoch loop with early stopping; checkpoints after every epoch (rank 0).
+
+    With ``ema`` the averaged weights are validated and kept as best; ``last`` stays raw.
+    """
     out = Path(config.out)
     net = model
     if runtime.world > 1:
@@ -217,8 +229,10 @@ def _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, sc
             torch.manual_seed(config.seed * 7919 + epoch)  # dropout noise; resumable per epoch
             train_loss = loop.train_epoch(
                 net, model, loader, opt, sched, scaler, runtime,
-                grad_clip=config.grad_clip, progress=config.progress and runtime.is_main)
-        val_loss = _val_loss(model, dataset, split["val"], config, runtime)
+                grad_clip=config.grad_clip, progress=config.progress and runtime.is_main,
+                ema=ema)
+        kept = model if ema is None else ema.module  # the weights validated and kept
+        val_loss = _val_loss(kept, dataset, split["val"], config, runtime)
         state["history"].append({"epoch": epoch + 1, "train_loss": train_loss,
                                  "val_loss": val_loss, "lr": opt.param_groups[0]["lr"]})
         improved = val_loss < state["best"]
@@ -227,8 +241,9 @@ def _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, sc
         state["epoch"] = epoch + 1
         if runtime.is_main:
             if improved:
-                save_model(model, out / "best.safetensors", **meta)
+                save_model(kept, out / "best.safetensors", **meta)
             save_model(model, out / "last.safetensors", **meta)
+            extra = {} if ema is None else {"ema": ema.state_dict()}
             save_state({**state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "scaler": scaler.state_dict()}, out / "last_state.pt")
+                        "scaler": scaler.state_dict(), **extra}, out / "last_state.pt")
             _write_json(out / "history.json", state["history"])
