@@ -30,7 +30,6 @@ Combination rule (`combine`):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from fastgap._version import __version__
+from fastgap.digest import file_sha256
 
 BUNDLE_FORMAT = 1
 CARD_NAME = "card.json"
@@ -330,7 +330,7 @@ def pack_bundle(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shipped = packaged_path()
-    shipped_sha256 = hashlib.sha256(shipped.read_bytes()).hexdigest() if shipped.is_file() else None
+    shipped_sha256 = file_sha256(shipped) if shipped.is_file() else None
     members: dict[str, list[str]] = {"band_gap": [], "metal": []}
     provenance: dict[str, dict[str, Any]] = {}
     for role, prefix, paths in (("band_gap", "gap", band_gap), ("metal", "metal", metal)):
@@ -357,7 +357,7 @@ def member_provenance(checkpoint: Path, shipped_sha256: str | None = None) -> di
     marked as the shipped pretrained model when it has ``shipped_sha256``."""
     run = checkpoint.absolute().parent
     info: dict[str, Any] = {"run": run.name,
-                            "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
+                            "sha256": file_sha256(checkpoint)}
     config = run / "config.json"
     if config.is_file():
         resolved = json.loads(config.read_text())

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from fastgap.digest import file_sha256
 
 if TYPE_CHECKING:
     from fastgap.features import FeaturizedBatch
@@ -151,7 +152,7 @@ def attach_labels(featurized: FeaturizedBatch, path: str | Path,
         raise ValueError(f"labels: no id of {str(path)!r} names a structure of the data "
                          f"(file ids like {ids[:3]}, structure ids like {struct_ids[:3]})")
     report = LabelReport(
-        path=str(path), sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        path=str(path), sha256=file_sha256(path),
         columns=list(columns), rows=len(ids), matched=len(ids) - len(unmatched),
         unmatched=len(unmatched), first_unmatched=unmatched[:5],
     )

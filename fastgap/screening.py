@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastgap.digest import file_sha256
 from fastgap.ensemble import GAP_TARGET, METAL_TARGET, Bundle, combine, load_bundle, select_members
 from fastgap.features import FeaturizedBatch, FeaturizerConfig
 from fastgap.structures import ELEMENTS, Reject
@@ -546,7 +547,7 @@ def run_identity(bundle: Bundle, config: PredictConfig, columns: list[str],
 
     from fastgap._version import __version__
 
-    members = [{"file": m.path.name, "sha256": hashlib.sha256(m.path.read_bytes()).hexdigest()}
+    members = [{"file": m.path.name, "sha256": file_sha256(m.path)}
                for m in bundle.members]
     inputs = hashlib.sha256("\n".join(str(i) for i in items).encode()).hexdigest()
     return {"fastgap_version": __version__, "model": str(bundle.source), "members": members,

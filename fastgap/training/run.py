@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 
 from fastgap.checkpoint import load_state, save_model, save_state
 from fastgap.data import BucketBatchSampler, StructureDataset, make_loader
+from fastgap.digest import file_sha256
 from fastgap.metrics import target_metrics
 from fastgap.model import FastGapModel, ModelConfig, predict_dataset
 from fastgap.training import loop
@@ -175,7 +175,7 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
 
         init = initialise(model, source, source_meta["targets"], config.targets)
         if runtime.is_main:
-            sha256 = hashlib.sha256(source_path.read_bytes()).hexdigest()
+            sha256 = file_sha256(source_path)
             _write_json(out / "init.json", {"checkpoint": str(source_path), "sha256": sha256,
                                             "source_targets": source_meta["targets"], **init})
     model = model.to(runtime.device)
