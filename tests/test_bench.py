@@ -107,6 +107,43 @@ def test_fine_tune_through_the_suite_and_its_rerun(smoke: tuple[dict, Path], tmp
     assert best.stat().st_mtime_ns == before and again[0]["test"] == first[0]["test"]
 
 
+def test_seeds_report_the_ensemble_and_the_single_runs(smoke: tuple[dict, Path],
+                                                        tmp_path: Path) -> None:
+    """Seeds 0 and 1: the first run is the one-seed run; the ensemble is their mean."""
+    from fastgap.checkpoint import load_model
+    from fastgap.model import predict_dataset
+    from fastgap.train import TrainConfig
+    from fastgap.training.run import prepare_data
+
+    results, out = run_bench(_config(tmp_path, tasks=("elastic",), seeds=2))
+    r = results[0]
+    assert "error" not in r, r.get("error")
+    one = smoke[0]["elastic"]
+    runs = [Path(d) for d in r["seeds"]["run_dirs"]]
+    assert r["seeds"]["seeds"] == [0, 1] and [d.name for d in runs] == ["elastic", "elastic_seed1"]
+    assert r["seeds"]["runs"][0]["test"] == one["test"]  # seed 0 trains what one seed trains
+    assert r["seeds"]["runs"][0] != r["seeds"]["runs"][1]
+    cfg = TrainConfig(**json.loads((runs[0] / "config.json").read_text()))
+    batch = inputs.load_store(Path(cfg.store))
+    inputs.apply_derive(batch, next(t for t in suite_tasks("default") if t.name == "elastic").derive)
+    dataset, split = prepare_data(cfg, batch)
+    preds = [predict_dataset(load_model(d / "best.safetensors")[0], dataset, split["test"], tta=True)
+             for d in runs]
+    true = dataset.targets[split["test"]].double().numpy()
+    for j, name in enumerate(cfg.targets):
+        maes = [float(np.nanmean(np.abs(p[:, j] - true[:, j]))) for p in preds]  # NaN: missing
+        ensemble = float(np.nanmean(np.abs((preds[0][:, j] + preds[1][:, j]) / 2 - true[:, j])))
+        assert r["test"]["tta"][name]["mae"] == pytest.approx(ensemble, rel=1e-6)
+        single = r["seeds"]["single"]["test"]["tta"][name]["mae"]
+        assert single["mean"] == pytest.approx(np.mean(maes), rel=1e-6)
+        assert single["std"] == pytest.approx(np.std(maes, ddof=1), rel=1e-6)
+        assert ensemble <= np.mean(maes) + 1e-12  # |mean error| <= mean |error|
+    md = (out / "results.md").read_text()
+    assert "## Seeds" in md and "| elastic | log10_K_VRH | 2 | MAE " in md
+    assert (out / "plots" / "elastic_parity_log10_K_VRH.png").is_file()
+    assert (tmp_path / "runs" / "elastic_ensemble" / "parity_log10_K_VRH.png").is_file()
+
+
 def test_symmetry_task_rows(tmp_path: Path) -> None:
     results, _ = run_bench(_config(tmp_path, tasks=("symmetry",), symmetry_structures=2,
                                    symmetry_variants=1))
@@ -173,6 +210,8 @@ def test_config_and_task_validation() -> None:
         BenchConfig(workers=-1)
     with pytest.raises(ValueError, match="n_structures: expected an int >= -1"):
         BenchConfig(n_structures=-2)
+    with pytest.raises(ValueError, match="seeds: expected an int >= 1"):
+        BenchConfig(seeds=0)
     with pytest.raises(ValueError, match="backend: expected one of"):
         BenchConfig(backend="gpu")
     with pytest.raises(ValueError, match="suite: expected one of"):

@@ -135,7 +135,7 @@ def test_ema_weights_are_validated_and_kept(tmp_path) -> None:
 
     from fastgap.checkpoint import load_model
     from fastgap.training.loop import resolve_runtime
-    from fastgap.training.run import _prepare, _val_loss
+    from fastgap.training.run import _val_loss, prepare_data
 
     data = _data()
     cfg = _config(tmp_path, epochs=3, patience=99, ema_decay=0.9)
@@ -145,7 +145,7 @@ def test_ema_weights_are_validated_and_kept(tmp_path) -> None:
     raw = load_file(str(out / "last.safetensors"))
     name = "atom_lstm.weight_hh_l0"
     assert not torch.equal(best.state_dict()[name], raw[name])  # averaged, not the raw weights
-    dataset, split = _prepare(cfg, data)
+    dataset, split = prepare_data(cfg, data)
     runtime = resolve_runtime("cpu", "off")
     val = _val_loss(best, dataset, split["val"], cfg, runtime)
     assert val == pytest.approx(min(h["val_loss"] for h in hist), rel=1e-6)

@@ -89,13 +89,42 @@ def _symmetry_rows(results: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def _spread(metrics: dict[str, Any]) -> str:
+    """'MAE mean ± std' (or accuracy / AUC) of single runs from `summarise_runs`."""
+    def pm(key: str) -> str:
+        return f"{_fmt(metrics[key]['mean'])} ± {_fmt(metrics[key]['std'])}"
+
+    if "mae" in metrics:
+        return f"MAE {pm('mae')}"
+    if "accuracy" in metrics:
+        return f"acc {pm('accuracy')}, AUC {pm('roc_auc')}"
+    return "-"
+
+
+def _seed_rows(results: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for r in results:
+        seeds = r.get("seeds")
+        if not seeds:
+            continue
+        single = seeds["single"]
+        for name, m in r["test"]["tta"].items():
+            rows.append(
+                f"| {r['task']} | {name} | {len(seeds['seeds'])} | "
+                f"{_spread(single['test']['tta'][name])} | {_score(m)} | "
+                f"{_spread(single['val']['tta'][name])} | {_score(r['val']['tta'][name])} |"
+            )
+    return rows
+
+
 def to_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The results table (test split; TTA = averaged over axis-swap atom orders)."""
     lines = [
         f"# fastgap bench: suite {meta['suite']}, setting {meta['setting']}", "",
         f"{meta['date']}; {meta['machine']}", "",
         ("Test-split scores. n = train/val/test structures after filters. TTA = prediction "
-         "averaged over the distinct axis-swap atom orders."), "", CAVEAT, "",
+         "averaged over the distinct axis-swap atom orders. Tasks run with several seeds "
+         "show the seed ensemble (see Seeds)."), "", CAVEAT, "",
         "| task | dataset | target | n | ours (TTA) | ours (no TTA) | goal (MAE) | published MAE |",
         "|---|---|---|---|---|---|---|---|",
         *_table_rows(results),
@@ -103,6 +132,14 @@ def to_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     overrides = meta.get("config", {}).get("train_overrides")
     if overrides:
         lines += ["", f"Training overrides on top of the setting: `{json.dumps(overrides)}`"]
+    seeds = _seed_rows(results)
+    if seeds:
+        lines += ["", "## Seeds", "",
+                  ("Tasks trained once per seed: the main table shows the seed ensemble (mean "
+                   "prediction); here the single runs' mean ± std (ddof 1) beside it, TTA."),
+                  "", ("| task | target | seeds | single runs, test | ensemble, test | "
+                       "single runs, val | ensemble, val |"), "|---|---|---|---|---|---|---|",
+                  *seeds]
     sym = _symmetry_rows(results)
     if sym:
         lines += ["", "## Symmetry study", "",

@@ -4,7 +4,8 @@ Output directory layout::
 
     <out>/inputs/        sampled JSON-lines subsets (fast setting)
     <out>/stores/        cached feature stores (reused when complete)
-    <out>/runs/<task>/   training runs (`fastgap.train` run directories)
+    <out>/runs/<task>/   training runs (`fastgap.train` run directories); with ``seeds`` > 1
+                         also <task>_seed<S>/ per further seed and <task>_ensemble/ (plots)
     <results>/plots/     parity PNGs, one per task and target
     <results>/results.json, <results>/results.md    (<results> = results_dir or out)
 """
@@ -45,6 +46,9 @@ class BenchConfig:
         threads: torch CPU threads (0 = torch's default).
         device: training device ("auto", "cpu", "cuda").
         seed: seed of subsampling, training and the symmetry transformations.
+        seeds: training runs per training task, seeded ``seed``, ``seed + 1``, ...; with
+            more than one the reported metrics are the seed ensemble's, next to the mean and
+            std of the single runs.
         n_structures: override the setting's sample size (0 = the setting's; -1 = all).
         epochs: override the setting's epochs (0 = the setting's).
         symmetry_structures: crystals in the symmetry study (0 = the setting's).
@@ -67,6 +71,7 @@ class BenchConfig:
     threads: int = 2
     device: str = "auto"
     seed: int = 0
+    seeds: int = 1
     n_structures: int = 0
     epochs: int = 0
     symmetry_structures: int = 0
@@ -83,6 +88,8 @@ class BenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds: expected an int >= 1, got {self.seeds!r}")
         if not isinstance(self.n_structures, int) or self.n_structures < -1:
             raise ValueError(f"n_structures: expected an int >= -1, got {self.n_structures!r}")
         FeaturizerConfig(backend=self.backend)  # validates the backend name
@@ -162,22 +169,34 @@ def train_config(ctx: Context, task: Task, store: Path, run_dir: Path, **extra: 
     if ctx.config.epochs:
         overrides["epochs"] = ctx.config.epochs
     split_path, _ = ctx.split(task)
+    seed = extra.pop("seed", ctx.config.seed)
     overrides.update(extra)
     return TrainConfig(
         store=str(store), out=str(run_dir), targets=list(task.targets),
         classification=list(task.classification), where=task.where, max_z=task.max_z,
-        split_file=str(split_path or ""), seed=ctx.config.seed, threads=ctx.config.threads,
+        split_file=str(split_path or ""), seed=seed, threads=ctx.config.threads,
         device=ctx.config.device, progress=False, model=ModelConfig(**model), **overrides,
     )  # fmt: skip
 
 
-def fit(ctx: Context, task: Task, run_name: str, **extra: Any) -> tuple[Path, dict[str, Any]]:
-    """Train ``task`` into ``runs/<run_name>`` (reused if finished with the same config)."""
-    from fastgap.train import train
-
+def task_data(ctx: Context, task: Task) -> tuple[Any, Path, dict[str, Any]]:
+    """``task``'s featurized data with its derived targets, its store and what to report."""
     data, store, info = ctx.store(task)
     batch = inputs.load_store(store)
     dropped = inputs.apply_derive(batch, task.derive)
+    return batch, store, {"store": info, "dropped": dropped, "input": str(data)}
+
+
+def fit(ctx: Context, task: Task, run_name: str, prepared: tuple | None = None,
+        **extra: Any) -> tuple[Path, dict[str, Any], Any, Any]:
+    """Train ``task`` into ``runs/<run_name>`` (reused if finished with the same config).
+
+    ``prepared`` is `task_data`'s result (read when None). Returns (run directory, what to
+    report, the resolved `TrainConfig`, the featurized data).
+    """
+    from fastgap.train import train
+
+    batch, store, info = prepared or task_data(ctx, task)
     run_dir = ctx.out / "runs" / run_name
     cfg = train_config(ctx, task, store, run_dir, **extra)
     if cfg.init_from:  # the run saves the checkpoint's architecture: compare against that
@@ -189,7 +208,7 @@ def fit(ctx: Context, task: Task, run_name: str, **extra: Any) -> tuple[Path, di
         json.dumps(cfg.to_dict(), default=float))
     if not (same and (run_dir / "metrics.json").is_file()):
         train(cfg, featurized=batch)
-    return run_dir, {"store": info, "dropped": dropped, "input": str(data)}
+    return run_dir, info, cfg, batch
 
 
 def _copy_plots(ctx: Context, run_dir: Path, task: str) -> list[str]:
@@ -204,15 +223,38 @@ def _copy_plots(ctx: Context, run_dir: Path, task: str) -> list[str]:
 
 
 def run_train_task(ctx: Context, task: Task) -> dict[str, Any]:
-    """Fit and evaluate one training task; metrics are the run's test metrics."""
-    run_dir, info = fit(ctx, task, task.name)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    split = json.loads((run_dir / "split.json").read_text())
-    return {
-        **info, "run_dir": str(run_dir), "n": {p: len(v) for p, v in split.items()},
+    """Fit and evaluate one training task; metrics are the run's test metrics.
+
+    With ``seeds`` > 1 the task is trained once per seed (``runs/<task>``, then
+    ``runs/<task>_seed<S>``); ``test`` / ``val`` are then the metrics of the seed ensemble
+    (mean prediction) and ``seeds`` holds every run's metrics and their mean and std.
+    """
+    from fastgap.benchmarks_suite.seeds import ensemble_metrics, summarise_runs
+
+    seeds = [ctx.config.seed + i for i in range(ctx.config.seeds)]
+    prepared = task_data(ctx, task)
+    runs = []
+    for i, seed in enumerate(seeds):
+        name = task.name if i == 0 else f"{task.name}_seed{seed}"
+        run_dir, info, cfg, batch = fit(ctx, task, name, prepared, seed=seed)
+        runs.append(run_dir)
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    split = json.loads((runs[0] / "split.json").read_text())
+    result = {
+        **info, "run_dir": str(runs[0]), "n": {p: len(v) for p, v in split.items()},
         "test": metrics["test"], "val": metrics["val"],
-        "plots": _copy_plots(ctx, run_dir, task.name),
     }  # fmt: skip
+    plot_dir = runs[0]
+    if len(runs) > 1:
+        plot_dir = ctx.out / "runs" / f"{task.name}_ensemble"
+        ensemble = ensemble_metrics(cfg, runs, batch, plot_dir)
+        per_run = [json.loads((d / "metrics.json").read_text()) for d in runs]
+        result.update(test=ensemble["test"], val=ensemble["val"])
+        result["seeds"] = {"seeds": seeds, "run_dirs": [str(d) for d in runs],
+                           "runs": [{"test": m["test"], "val": m["val"]} for m in per_run],
+                           "single": summarise_runs(per_run)}
+    result["plots"] = _copy_plots(ctx, plot_dir, task.name)
+    return result
 
 
 def _model_of(ctx: Context, task: Task) -> tuple[Any, dict[str, Any]]:
@@ -267,7 +309,7 @@ def run_symmetry_task(ctx: Context, task: Task) -> dict[str, Any]:
     if "run_dir" not in parent:
         raise ValueError(f"model_from: task {task.model_from!r} has no trained model")
     aug_dir = Path(parent["run_dir"])
-    noaug_dir, _ = fit(ctx, task, f"{task.model_from}_noaug", augment=False)
+    noaug_dir = fit(ctx, task, f"{task.model_from}_noaug", augment=False)[0]
     data, store, _ = ctx.store(task)
     batch = inputs.load_store(store)
     sizes = dict(zip(batch.ids.tolist(), np.diff(batch.atom_ptr).tolist()))

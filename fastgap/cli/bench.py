@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="training runs per task (seeds SEED, SEED+1, ...); more than one "
+                             "reports the seed ensemble and the single runs' mean and std")
     parser.add_argument("--n-structures", type=int, default=0,
                         help="override the sample size (0 = the setting's, -1 = all)")
     parser.add_argument("--epochs", type=int, default=0, help="override epochs (0 = setting's)")
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         suite=args.suite, tasks=tasks, setting=args.setting, data_root=args.data_root,
         splits_dir=args.splits_dir, out=args.out, results_dir=args.results_dir,
         backend=args.backend, workers=args.workers,
-        threads=args.threads, device=args.device, seed=args.seed,
+        threads=args.threads, device=args.device, seed=args.seed, seeds=args.seeds,
         n_structures=args.n_structures, epochs=args.epochs,
         symmetry_structures=args.symmetry_structures, train_overrides=overrides,
     )

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from fastgap.train import TrainConfig
 
 
-def _prepare(config: TrainConfig, featurized: FeaturizedBatch) -> tuple[StructureDataset, dict]:
-    """Dataset with the targets, and the train / val / test indices."""
+def prepare_data(config: TrainConfig, featurized: FeaturizedBatch) -> tuple[StructureDataset, dict]:
+    """Dataset with ``config``'s targets, and the train / val / test indices (int64 arrays)
+    after its filters: what a run of ``config`` trains and evaluates on."""
     props = {k: np.asarray(v, dtype=np.float64) for k, v in featurized.properties.items()}
     derived = derived_targets(props)
     columns = {**props, **derived}
@@ -161,7 +162,7 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
         from fastgap.training.finetune import load_init
 
         config, source_path, source, source_meta = load_init(config, featurizer)
-    dataset, split = _prepare(config, data)
+    dataset, split = prepare_data(config, data)
     out = Path(config.out)
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
