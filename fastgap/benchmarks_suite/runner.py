@@ -187,6 +187,21 @@ def task_data(ctx: Context, task: Task) -> tuple[Any, Path, dict[str, Any]]:
     return batch, store, {"store": info, "dropped": dropped, "input": str(data)}
 
 
+def _same_config(saved: Path, config: Any) -> bool:
+    """True when the run's saved config is ``config``; fields the saved one lacks (added to
+    `TrainConfig` since) count as their defaults, so older runs are still reused."""
+    from fastgap.train import TrainConfig
+
+    if not saved.is_file():
+        return False
+    try:
+        old = TrainConfig(**json.loads(saved.read_text())).to_dict()
+    except (TypeError, ValueError):  # fields this version does not know, or invalid values
+        return False
+    return json.loads(json.dumps(old, default=float)) == json.loads(
+        json.dumps(config.to_dict(), default=float))
+
+
 def fit(ctx: Context, task: Task, run_name: str, prepared: tuple | None = None,
         **extra: Any) -> tuple[Path, dict[str, Any], Any, Any]:
     """Train ``task`` into ``runs/<run_name>`` (reused if finished with the same config).
@@ -203,10 +218,7 @@ def fit(ctx: Context, task: Task, run_name: str, prepared: tuple | None = None,
         from fastgap.training.finetune import resolve_init
 
         cfg = resolve_init(cfg, {"k": ctx.featurizer.k})[0]
-    saved = run_dir / "config.json"
-    same = saved.is_file() and json.loads(saved.read_text()) == json.loads(
-        json.dumps(cfg.to_dict(), default=float))
-    if not (same and (run_dir / "metrics.json").is_file()):
+    if not (_same_config(run_dir / "config.json", cfg) and (run_dir / "metrics.json").is_file()):
         train(cfg, featurized=batch)
     return run_dir, info, cfg, batch
 
