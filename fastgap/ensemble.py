@@ -40,6 +40,14 @@ import numpy as np
 
 from fastgap._version import __version__
 from fastgap.digest import file_sha256
+from fastgap.domain import (
+    KINDS,
+    PERIODICITY_KEY,
+    check_counts,
+    describe,
+    periodicity_counts,
+    shared_kinds,
+)
 
 BUNDLE_FORMAT = 1
 CARD_NAME = "card.json"
@@ -362,6 +370,9 @@ def member_provenance(checkpoint: Path, shipped_sha256: str | None = None) -> di
     if config.is_file():
         resolved = json.loads(config.read_text())
         info.update(seed=resolved.get("seed"), epochs=resolved.get("epochs"))
+    counts = training_periodicity(checkpoint)
+    if counts is not None:
+        info[PERIODICITY_KEY] = counts
     init = run / "init.json"
     if init.is_file():
         start = json.loads(init.read_text())
@@ -370,6 +381,32 @@ def member_provenance(checkpoint: Path, shipped_sha256: str | None = None) -> di
         if shipped_sha256 is not None and start.get("sha256") == shipped_sha256:
             info["init_from"]["shipped"] = "fastgap/models/pretrained"
     return info
+
+
+def training_periodicity(checkpoint: Path) -> dict[str, int] | None:
+    """Structures of each periodicity kind (`fastgap.domain`) the checkpoint was trained on.
+
+    From the checkpoint's metadata; for a checkpoint written before it was recorded, from
+    its run directory (the training ids of ``split.json`` looked up in the store named by
+    ``config.json``). None when neither is available.
+    """
+    from fastgap.checkpoint import read_metadata
+
+    counts = read_metadata(checkpoint).get(PERIODICITY_KEY)
+    if counts is not None:
+        return check_counts(counts, f"{checkpoint}: {PERIODICITY_KEY}")
+    run = checkpoint.absolute().parent
+    config, split = run / "config.json", run / "split.json"
+    if not (config.is_file() and split.is_file()):
+        return None
+    store_path = json.loads(config.read_text()).get("store", "")
+    if not store_path or not (Path(store_path) / "zarr.json").is_file():
+        return None
+    from fastgap.store import Store
+
+    store = Store.open(store_path)
+    train = np.isin(store.ids.astype(str), json.loads(split.read_text())["train"])
+    return periodicity_counts(store.pbc[train])
 
 
 def _member_lines(card: dict[str, Any]) -> list[str]:
@@ -420,7 +457,8 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = No
         "## Data and split", "",
         f"- data: {json.dumps(card.get('data', {}))}",
         f"- split: {json.dumps(card.get('split', {}))}",
-        f"- filters: {json.dumps(card.get('filters', {}))}", "",
+        f"- filters: {json.dumps(card.get('filters', {}))}",
+        *_domain_lines(card), "",
         "## Combination rule", "",
         ("`band_gap_eV` is 0.0 where `p_metal >= 0.5` (mean of the classifiers' probability "
         "that the DFT gap is 0). Elsewhere it is the median of the predictive distribution "
@@ -440,6 +478,17 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = No
     path = bundle_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _domain_lines(card: dict[str, Any]) -> list[str]:
+    """The periodicity kinds the members were trained on (`fastgap.domain`), if recorded."""
+    counts = [info.get(PERIODICITY_KEY) for info in card.get("provenance", {}).values()]
+    kinds = shared_kinds(counts)
+    if kinds is None:
+        return []
+    return [(f"- structures: {', '.join(k for k in KINDS if k in kinds) or 'none'} "
+            f"(training structures per member: {describe(counts)}); `fastgap predict` "
+            "rejects other kinds with the reason unless `--any-periodicity`")]
 
 
 def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:

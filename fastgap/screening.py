@@ -34,6 +34,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastgap.digest import file_sha256
+from fastgap.domain import (
+    KINDS,
+    PERIODICITY_KEY,
+    check_counts,
+    describe,
+    outside,
+    periodicity_kinds,
+    shared_kinds,
+)
 from fastgap.ensemble import GAP_TARGET, METAL_TARGET, Bundle, combine, load_bundle, select_members
 from fastgap.features import FeaturizedBatch, FeaturizerConfig
 from fastgap.structures import ELEMENTS, Reject
@@ -71,6 +80,9 @@ class PredictConfig:
             per worker: about 1.5-3 s of imports) or "auto" (fork where the platform offers
             it, else spawn). The workers are started before any input is opened.
         policy: `fastgap.readers.ReadPolicy` (None = its defaults).
+        any_periodicity: also predict structures of a periodicity kind (periodic, partial,
+            molecule; `fastgap.domain`) that no member was trained on; by default they are
+            rejected with that reason (the default bundle knows 3D-periodic crystals only).
         progress: show a progress bar.
         resume: continue a run that stopped (`predict_to_file` only, CSV output): keep the
             rows of ``<out>.partial`` and the rejects CSV, and predict only the inputs
@@ -89,6 +101,7 @@ class PredictConfig:
     threads: int = 0
     start_method: str = "auto"
     policy: Any = None
+    any_periodicity: bool = False
     progress: bool = True
     resume: bool = False
 
@@ -108,7 +121,7 @@ class PredictConfig:
     def inference_options(self) -> dict[str, Any]:
         """Keyword arguments of `predict_featurized` / `predict_chunk`."""
         return {"tta": self.tta, "batch_size": self.batch_size, "precision": self.precision,
-                "calibrated": self.calibrated}
+                "calibrated": self.calibrated, "check_periodicity": not self.any_periodicity}
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that change the numbers of a row (a resumed run must keep them)."""
@@ -217,6 +230,41 @@ def _untrained_elements(batch: FeaturizedBatch, max_z: int) -> tuple[np.ndarray,
     return keep, rejects
 
 
+def trained_periodicity(bundle: Bundle) -> tuple[set[str] | None, list[dict[str, int]]]:
+    """(kinds every member was trained on, or None if any member's is unknown; the counts).
+
+    A member's counts come from its checkpoint metadata, else from the bundle card's
+    provenance entry for its file (`fastgap.ensemble.training_periodicity`).
+    """
+    provenance = bundle.card.get("provenance", {})
+    counts = []
+    for m in bundle.members:
+        found = m.meta.get(PERIODICITY_KEY) or provenance.get(m.path.name, {}).get(PERIODICITY_KEY)
+        counts.append(None if found is None else check_counts(found, f"{m.path.name}: "
+                                                                      f"{PERIODICITY_KEY}"))
+    return shared_kinds(counts), [c for c in counts if c is not None]
+
+
+def _untrained_periodicity(batch: FeaturizedBatch, bundle: Bundle,
+                           keep: np.ndarray) -> tuple[np.ndarray, list[Reject]]:
+    """Rows of ``keep`` whose periodicity kind every member was trained on; the rest of
+    ``keep`` -> rejects naming the kind and the training data (no check when unknown)."""
+    allowed, counts = trained_periodicity(bundle)
+    if allowed is None:
+        return keep, []
+    bad = outside(batch.pbc, allowed) & keep
+    kinds = periodicity_kinds(batch.pbc)
+    trained = ", ".join(k for k in KINDS if k in allowed) or "no"
+    rejects = [
+        Reject(str(batch.ids[i]), str(batch.sources[i]),
+               f"pbc: a {KINDS[kinds[i]]} structure (pbc {tuple(bool(x) for x in batch.pbc[i])}) "
+               f"but the model was trained on {trained} structures only (training structures per "
+               f"member: {describe(counts)}); --any-periodicity predicts it anyway")
+        for i in np.flatnonzero(bad)
+    ]
+    return keep & ~bad, rejects
+
+
 @dataclass
 class ChunkPrediction:
     """Predictions of one chunk of inputs (rows in input order) and its rejects."""
@@ -234,10 +282,15 @@ def predict_chunk(bundle: Bundle, batch: FeaturizedBatch, rejects: list[Reject],
     """Predict every structure of ``batch`` the bundle was trained for; the rest are rejects.
 
     ``options`` are the keyword arguments of `predict_featurized` (``tta``, ``batch_size``,
-    ``precision``, ``calibrated``). ``replay`` (a chunk a resumed run's first run wrote):
+    ``precision``, ``calibrated``) and ``check_periodicity`` (reject structures of a
+    periodicity kind no member was trained on; default True). ``replay`` (a chunk a resumed run's first run wrote):
     only the ids and sources of the rows, nothing predicted.
     """
+    check_periodicity = options.pop("check_periodicity", True)
     keep, more = _untrained_elements(batch, trained_max_z(bundle))
+    if check_periodicity:
+        keep, other = _untrained_periodicity(batch, bundle, keep)
+        more += other
     if not keep.all():
         batch = batch.select(np.flatnonzero(keep))
     if replay:

@@ -206,6 +206,11 @@ class Store:
         return self._ids
 
     @property
+    def pbc(self) -> np.ndarray:
+        """(S, 3) bool periodicity of every committed structure, store order."""
+        return np.asarray(self._group["pbc"][: self.n_structures], dtype=bool)
+
+    @property
     def atom_ptr(self) -> np.ndarray:
         """(S+1,) int64 atom offsets of the committed structures."""
         if self._ptr is None:

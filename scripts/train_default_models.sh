@@ -67,7 +67,7 @@ STORE="$WORK/store"
 run_train() {
   local out="$1"; shift
   [ -f "$out/metrics.json" ] && return 0
-  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done  # a failure shows later
   local omp=(); [ "$THREADS" -gt 0 ] && omp=(env OMP_NUM_THREADS="$THREADS")
   local resume=(); [ -f "$out/last_state.pt" ] && resume=(--resume)
   "${omp[@]}" "$FASTGAP" train "$@" "${resume[@]}" --out "$out" >> "$out.log" 2>&1 &

@@ -95,7 +95,8 @@ def test_fine_tune_run_takes_the_architecture_and_reports(source_run, tmp_path) 
     assert card["provenance"]["gap_0.safetensors"]["init_from"] == {"run": source_run.name,
                                                                     "sha256": source_sha}
     assert card["provenance"]["metal_0.safetensors"] == {
-        "run": source_run.name, "sha256": source_sha, "seed": 0, "epochs": 2}
+        "run": source_run.name, "sha256": source_sha, "seed": 0, "epochs": 2,
+        "training_periodicity": {"periodic": 40, "partial": 0, "molecule": 0}}
     text = write_model_card(bundle).read_text()
     assert f"gap_0.safetensors <- run `ft`, seed 0, 2 epochs at most, fine-tuned from " \
            f"`{source_run.name}` (sha256 {source_sha[:12]})" in text

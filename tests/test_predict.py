@@ -12,7 +12,7 @@ import pytest
 
 from fastgap.ensemble import BUNDLE_FORMAT, combine, default_bundle_dir, load_bundle
 from fastgap.features import FeaturizerConfig
-from fastgap.screening import PredictConfig, predict, predict_to_file
+from fastgap.screening import PredictConfig, predict, predict_to_file, trained_periodicity
 
 DATA = Path(__file__).parent / "data" / "predict"
 EXAMPLES = Path(__file__).parents[1] / "fastgap" / "examples" / "cifs"
@@ -174,6 +174,57 @@ def test_bundled_default_model_loads_offline() -> None:
     assert len(bundle.band_gap) >= 5 and bundle.metal
     df = predict(EXAMPLES / "mp-149.cif", bundle, CFG)
     assert df["band_gap_std_eV"].notna().all()
+    assert trained_periodicity(bundle)[0] == {"periodic"}  # crystals only, from the card
+
+
+def _water():
+    from pymatgen.core import Molecule
+
+    water = Molecule(["O", "H", "H"], [[0, 0, 0], [0.757, 0.586, 0], [-0.757, 0.586, 0]])
+    water.properties["id"] = "water"
+    return water
+
+
+def test_molecule_rejected_by_a_crystal_model(bundle, bundle_dir: Path) -> None:
+    card = json.loads((bundle_dir / "card.json").read_text())
+    for member in bundle.members:  # recorded in training, copied into the card by pack_bundle
+        counts = member.meta["training_periodicity"]
+        assert counts["periodic"] > 0 and counts["partial"] == counts["molecule"] == 0
+        assert card["provenance"][member.path.name]["training_periodicity"] == counts
+    with pytest.warns(UserWarning, match="1 input"):
+        df = predict([EXAMPLES / "mp-149.cif", _water()], bundle, CFG)
+    assert list(df["id"]) == ["mp-149"]
+    reason = df.attrs["rejects"][0]["reason"]
+    assert df.attrs["rejects"][0]["id"] == "water"
+    assert reason.startswith("pbc: a molecule structure (pbc (False, False, False)) but the "
+                             "model was trained on periodic structures only")
+    anyway = predict([EXAMPLES / "mp-149.cif", _water()], bundle,
+                     PredictConfig(**{**CFG.__dict__, "any_periodicity": True}))
+    assert list(anyway["id"]) == ["mp-149", "water"]
+    np.testing.assert_allclose(anyway["band_gap_eV"][:1], df["band_gap_eV"], atol=1e-9)
+
+
+def test_unknown_training_periodicity_means_no_check(bundle_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint written before the counts were recorded, in a bundle without them."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    old = tmp_path / "old"
+    shutil.copytree(bundle_dir, old)
+    card = json.loads((old / "card.json").read_text())
+    for info in card["provenance"].values():
+        del info["training_periodicity"]
+    (old / "card.json").write_text(json.dumps(card))
+    for path in old.glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata()
+        meta = json.loads(header["fastgap"])
+        del meta["training_periodicity"]
+        save_file(load_file(str(path)), str(path), metadata={"fastgap": json.dumps(meta)})
+    old_bundle = load_bundle(old)
+    assert trained_periodicity(old_bundle) == (None, [])
+    df = predict(_water(), old_bundle, CFG)
+    assert list(df["id"]) == ["water"]
 
 
 def test_missing_default_bundle_is_a_clear_error(monkeypatch, tmp_path: Path) -> None:

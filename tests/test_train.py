@@ -168,6 +168,20 @@ def test_resume_with_ema_equals_straight_through(tmp_path) -> None:
         train(_config(tmp_path, out=str(tmp_path / "b"), epochs=5, resume=True), data)
 
 
+def test_checkpoint_records_the_periodicity_of_the_training_split(tmp_path) -> None:
+    from fastgap.checkpoint import read_metadata
+
+    data = synthetic_featurized(60, np.random.default_rng(1), max_atoms=6, molecule_fraction=0.4)
+    out = train(_config(tmp_path, epochs=1), data)
+    train_ids = json.loads((out / "split.json").read_text())["train"]
+    train_rows = np.isin(data.ids.astype(str), train_ids)
+    n_mol = int((~data.pbc[train_rows].any(axis=1)).sum())
+    assert 0 < n_mol < train_rows.sum()
+    for name in ("best.safetensors", "last.safetensors"):
+        assert read_metadata(out / name)["training_periodicity"] == {
+            "periodic": int(train_rows.sum()) - n_mol, "partial": 0, "molecule": n_mol}
+
+
 def test_run_directory_and_multi_target(tmp_path) -> None:
     out = train(_config(tmp_path, targets=["band_gap_eV", "is_metal"]), _data())
     for name in ("config.json", "split.json", "best.safetensors", "last_state.pt",

@@ -1,7 +1,8 @@
 """scripts/train_default_models.sh: which trainings it starts, from which pretrained model.
 
 ``fastgap`` is replaced by a recorder that logs its arguments and marks each run finished;
-``PYTHON=true`` skips packing and evaluation (tested elsewhere), so this runs in a second.
+``PYTHON=true`` skips packing and evaluation (tested elsewhere), so this runs in a second;
+``JOBS=1`` runs the trainings one after another, so the calls are logged in launch order.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _run(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[
     fake.write_text(RECORDER)
     fake.chmod(0o755)
     full = {**os.environ, "WORK": str(tmp_path / "work"), "BUNDLE": str(tmp_path / "bundle"),
-            "FASTGAP": str(fake), "PYTHON": "true", "DATA": "data.jsonl", "JOBS": "99",
+            "FASTGAP": str(fake), "PYTHON": "true", "DATA": "data.jsonl", "JOBS": "1",  # one at a time: calls in order
             **env}
     proc = subprocess.run(["bash", str(SCRIPT)], check=False, env=full, capture_output=True,
                           text=True, timeout=60)

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="neighbour-list backend")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--disorder", default="reject", help="reject or majority (CIF occupancy)")
+    parser.add_argument("--any-periodicity", action="store_true",
+                        help="also predict molecules / partly periodic structures when the "
+                             "model was trained on crystals only (or the other way round); "
+                             "by default they are rejected with that reason")
     parser.add_argument("--resume", action="store_true",
                         help="continue a run that stopped (CSV output): keep the rows of "
                              "OUT.partial and the rejects written so far, predict the rest "
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size, tta=not args.no_tta, precision=args.precision,
         members=args.members, calibrated=not args.raw_std, backend=args.backend,
         threads=args.threads, start_method=args.start_method,
-        policy=ReadPolicy(disorder=args.disorder),
+        policy=ReadPolicy(disorder=args.disorder), any_periodicity=args.any_periodicity,
         progress=not args.no_progress, resume=args.resume,
     )  # fmt: skip
     print(predict_to_file(args.inputs, args.out, config, rejects=args.rejects))

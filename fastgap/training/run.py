@@ -13,6 +13,7 @@ import torch
 from fastgap.checkpoint import load_state, save_model, save_state
 from fastgap.data import BucketBatchSampler, StructureDataset, make_loader
 from fastgap.digest import file_sha256
+from fastgap.domain import PERIODICITY_KEY, periodicity_counts
 from fastgap.metrics import target_metrics
 from fastgap.model import FastGapModel, ModelConfig, predict_dataset
 from fastgap.training import loop
@@ -193,8 +194,10 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp)
     ema = loop.make_ema(model, config.ema_decay)
     state = _start(config, out, model, opt, sched, scaler, ema)
+    # which kinds of structure (periodic, partial, molecule) the model learns from
+    trained_on = {PERIODICITY_KEY: periodicity_counts(np.asarray(data.pbc)[split["train"]])}
     _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, scaler, state,
-         featurizer, ema)
+         featurizer, ema, trained_on)
     if runtime.is_main:
         from fastgap.checkpoint import load_model
         from fastgap.plots import plot_curves
@@ -206,10 +209,11 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
 
 
 def _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, scaler,
-         state, featurizer, ema=None) -> None:
+         state, featurizer, ema=None, extra_meta=None) -> None:
     """Epoch loop with early stopping; checkpoints after every epoch (rank 0).
 
     With ``ema`` the averaged weights are validated and kept as best; ``last`` stays raw.
+    ``extra_meta`` goes into every checkpoint's metadata.
     """
     out = Path(config.out)
     net = model
@@ -218,7 +222,7 @@ def _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, sc
     if loop.use_compile(config.compile, runtime.device):
         net = torch.compile(net, dynamic=True)
     meta = {"targets": config.targets, "featurizer": featurizer,
-            "train_config": config.to_dict()}
+            "train_config": config.to_dict(), "extra": extra_meta}
     first = state["epoch"]
     last = config.epochs if not config.stop_after_epochs else min(
         config.epochs, first + config.stop_after_epochs)
