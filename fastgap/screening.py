@@ -205,8 +205,10 @@ def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool, bat
             return None
         return np.stack([preds[id(m)][:, m.targets.index(target)] for m in members])  # (M, S)
 
-    cols = combine(column(bundle.band_gap, GAP_TARGET), column(bundle.metal, METAL_TARGET), n,
-                   std_scale=bundle.std_scale if calibrated else 1.0)
+    cols: dict[str, np.ndarray] = {}
+    if bundle.band_gap or bundle.metal:  # a model of other properties has no band-gap columns
+        cols = combine(column(bundle.band_gap, GAP_TARGET), column(bundle.metal, METAL_TARGET),
+                       n, std_scale=bundle.std_scale if calibrated else 1.0)
     others: dict[str, list[np.ndarray]] = {}
     for m in bundle.others:
         for j, target in enumerate(m.targets):
@@ -465,10 +467,12 @@ def iter_predictions(
 
 def output_columns(bundle: Bundle) -> list[str]:
     """The columns `iter_predictions` writes for ``bundle``, in order."""
-    cols = ["id", "band_gap_eV", "p_metal"]
-    if len(bundle.band_gap) >= 2:
-        cols.append("band_gap_std_eV")
-    cols.append("band_gap_regressor_eV")
+    cols = ["id"]
+    if bundle.band_gap or bundle.metal:
+        cols += ["band_gap_eV", "p_metal"]
+        if len(bundle.band_gap) >= 2:
+            cols.append("band_gap_std_eV")
+        cols.append("band_gap_regressor_eV")
     cols += list(dict.fromkeys(t for m in bundle.others for t in m.targets))
     return cols
 

@@ -306,3 +306,30 @@ def test_package_level_predict_stays_callable(bundle) -> None:
     import fastgap.screening
     second = fastgap.predict(EXAMPLES / "mp-30.cif", bundle, CFG)
     pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+def test_a_model_of_another_property_writes_only_its_columns(tmp_path: Path) -> None:
+    """A run trained on a property other than the band gap: id and that property, no
+    empty band-gap columns."""
+    from fastgap.features import featurize_structures
+    from fastgap.model import ModelConfig, predict_batch
+    from fastgap.readers import read_structures
+    from fastgap.train import TrainConfig, train
+
+    batch, _ = featurize_structures(read_structures([DATA / "mp100.jsonl"]), FeaturizerConfig())
+    batch.properties["twice_gap"] = 2.0 * np.asarray(batch.properties["band_gap_eV"])
+    run = train(TrainConfig(out=str(tmp_path / "run"), targets=["twice_gap"], epochs=1,
+                            model=ModelConfig(embed_dim=8, atom_hidden=8, struct_hidden=8,
+                                              head_sizes=(8,)),
+                            progress=False, device="cpu", max_z=85, batch_size=32), batch)
+    files = [EXAMPLES / "mp-149.cif", EXAMPLES / "mp-30.cif"]
+    df = predict(files, run, CFG)
+    assert list(df.columns) == ["id", "twice_gap"]
+    assert list(df["id"]) == ["mp-149", "mp-30"]
+    model = load_bundle(run).others[0].model
+    want = predict_batch(model, featurize_structures(read_structures(files),
+                                                     FeaturizerConfig())[0])[:, 0]
+    np.testing.assert_allclose(df["twice_gap"], want, rtol=1e-5, atol=1e-6)
+    out = tmp_path / "p.csv"
+    predict_to_file(files, out, CFG.__class__(**{**CFG.__dict__, "model": str(run)}))
+    assert out.read_text().splitlines()[0] == "id,twice_gap"
