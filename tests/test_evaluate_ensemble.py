@@ -1,0 +1,60 @@
+"""scripts/evaluate_ensemble.py: runs of one task scored alone and as a mean prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastgap.checkpoint import load_model
+from fastgap.featurize import FeaturizeConfig, featurize
+from fastgap.model import ModelConfig, predict_dataset
+from fastgap.store import Store
+from fastgap.train import TrainConfig, train
+from fastgap.training.run import prepare_data
+
+DATA = Path(__file__).parent / "data" / "predict" / "mp100.jsonl"
+TINY = ModelConfig(embed_dim=8, atom_hidden=8, struct_hidden=8, head_sizes=(8,))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], Path]:
+    root = tmp_path_factory.mktemp("ens")
+    store = root / "s.zarr"
+    featurize([DATA], store, FeaturizeConfig(workers=0, progress=False))
+    out = []
+    for seed, target in ((0, "band_gap_eV"), (1, "band_gap_eV"), (0, "is_metal")):
+        cfg = TrainConfig(store=str(store), out=str(root / f"{target}_{seed}"), targets=[target],
+                          epochs=1, seed=seed, model=TINY, progress=False, device="cpu",
+                          batch_size=32, max_z=85)
+        out.append(train(cfg))
+    return store, out[:2], out[2]
+
+
+def test_ensemble_is_the_mean_prediction(runs, load_script, tmp_path: Path, capsys) -> None:
+    store, (a, b), _ = runs
+    script = load_script("evaluate_ensemble")
+    assert script.main([str(a), str(b), "--store", str(store), "--out",
+                        str(tmp_path / "e.json")]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert "| band_gap_eV | test | mae |" in capsys.readouterr().out
+    cfg = TrainConfig(**{**json.loads((a / "config.json").read_text()), "store": str(store)})
+    dataset, split = prepare_data(cfg, Store.open(store).load())
+    preds = [predict_dataset(load_model(r / "best.safetensors")[0], dataset, split["test"],
+                             tta=True)[:, 0] for r in (a, b)]
+    true = dataset.targets[split["test"]].double().numpy()[:, 0]
+    got = result["ensemble"]["test"]["tta"]["band_gap_eV"]["mae"]
+    assert got == pytest.approx(np.mean(np.abs((preds[0] + preds[1]) / 2 - true)), rel=1e-6)
+    singles = [json.loads((r / "metrics.json").read_text())["test"]["tta"]["band_gap_eV"]["mae"]
+               for r in (a, b)]
+    assert result["single"]["test"]["tta"]["band_gap_eV"]["mae"]["mean"] == pytest.approx(
+        np.mean(singles))
+    assert got <= np.mean(singles) + 1e-12
+
+
+def test_runs_of_different_tasks_are_refused(runs, load_script) -> None:
+    store, (a, _), metal = runs
+    with pytest.raises(ValueError, match=r"differs from .* in \['targets'\]"):
+        load_script("evaluate_ensemble").main([str(a), str(metal), "--store", str(store)])
