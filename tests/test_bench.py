@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,23 @@ def test_seeds_report_the_ensemble_and_the_single_runs(smoke: tuple[dict, Path],
     assert "## Seeds" in md and "| elastic | log10_K_VRH | 2 | MAE " in md
     assert (out / "plots" / "elastic_parity_log10_K_VRH.png").is_file()
     assert (tmp_path / "runs" / "elastic_ensemble" / "parity_log10_K_VRH.png").is_file()
+
+
+def test_seed_placeholder_starts_each_seed_from_its_own_checkpoint(
+        smoke: tuple[dict, Path], tmp_path: Path) -> None:
+    runs = smoke[1] / "runs"
+    sources = tmp_path / "sources"
+    for seed in (3, 4):  # two "pretrained" checkpoints, copies of finished smoke runs
+        shutil.copytree(runs / "gap_nonzero", sources / f"pre_s{seed}")
+    config = _config(tmp_path / "out", tasks=("elastic",), seed=3, seeds=2,
+                     train_overrides={"init_from": str(sources / "pre_s{seed}")})
+    results, _ = run_bench(config)
+    assert "error" not in results[0], results[0].get("error")
+    for name, seed in (("elastic", 3), ("elastic_seed4", 4)):
+        run = tmp_path / "out" / "runs" / name
+        init = json.loads((run / "init.json").read_text())
+        assert init["checkpoint"] == str(sources / f"pre_s{seed}" / "best.safetensors")
+        assert json.loads((run / "config.json").read_text())["seed"] == seed
 
 
 def test_symmetry_task_rows(tmp_path: Path) -> None:

@@ -56,7 +56,9 @@ class BenchConfig:
         symmetry_max_atoms: largest crystal (atoms) taken into the symmetry study.
         train_overrides: `fastgap.train.TrainConfig` fields applied to every training task
             after the setting's (a ``model`` dict is merged into the setting's model
-            fields), e.g. read from a TOML file by ``fastgap bench --train-config``.
+            fields), e.g. read from a TOML file by ``fastgap bench --train-config``. In
+            ``init_from``, ``{seed}`` stands for the run's seed: with ``seeds`` > 1 each
+            seed starts from its own checkpoint (e.g. ``runs/pretrain_s{seed}``).
     """
 
     suite: str = "default"
@@ -171,6 +173,8 @@ def train_config(ctx: Context, task: Task, store: Path, run_dir: Path, **extra: 
     split_path, _ = ctx.split(task)
     seed = extra.pop("seed", ctx.config.seed)
     overrides.update(extra)
+    if "{seed}" in str(overrides.get("init_from", "")):  # one starting checkpoint per seed
+        overrides["init_from"] = str(overrides["init_from"]).replace("{seed}", str(seed))
     return TrainConfig(
         store=str(store), out=str(run_dir), targets=list(task.targets),
         classification=list(task.classification), where=task.where, max_z=task.max_z,
