@@ -8,6 +8,13 @@ and writes the numbers to ``--out`` (JSON).
 
     python scripts/evaluate_ensemble.py runs/pretrain_seed0 runs/pretrain_seed1 ... \
         --store mp_gap36k.zarr --out ensemble.json
+
+With ``--split FILE --target NAME`` the runs are applied to another dataset instead (no
+training on it): their ``NAME`` output is scored on the split's val and test structures of
+``--store`` (regression; structures without a value are skipped).
+
+    python scripts/evaluate_ensemble.py runs/pretrain_seed{0,1,2,3,4} --store eform4k.zarr \
+        --split benchmarks/splits/mp_eform4k.json --target formation_energy_eV_per_atom
 """
 
 from __future__ import annotations
@@ -66,6 +73,48 @@ def evaluate(runs: list[Path], store: str) -> dict[str, Any]:
             "single": summarise_runs(per_run), "ensemble": ensemble}
 
 
+def apply_elsewhere(runs: list[Path], store: str, split_file: Path,
+                    target: str) -> dict[str, Any]:
+    """Score the runs' ``target`` output on another dataset's val and test structures.
+
+    Returns {"single": {part: [MAE per run]}, "ensemble": {part: MAE}, "n": {part: count}}
+    (eV or the target's unit; mean prediction for the ensemble).
+    """
+    import numpy as np
+
+    from fastgap.checkpoint import load_model
+    from fastgap.data import StructureDataset
+    from fastgap.inference import predict_members
+    from fastgap.store import Store
+
+    data = Store.open(store).load()
+    if target not in data.properties:
+        raise ValueError(f"target: the store has no {target!r}; it has "
+                         f"{sorted(data.properties)}")
+    models, columns = [], []
+    for run in runs:
+        model, meta = load_model(run / "best.safetensors")
+        if target not in meta["targets"]:
+            raise ValueError(f"{run}: predicts {meta['targets']}, not {target!r}")
+        models.append(model)
+        columns.append(meta["targets"].index(target))
+    split = json.loads(split_file.read_text())
+    where = {i: n for n, i in enumerate(data.ids.astype(str))}
+    dataset = StructureDataset(data)
+    truth = np.asarray(data.properties[target], dtype=np.float64)
+    out: dict[str, Any] = {"single": {}, "ensemble": {}, "n": {}}
+    for part in ("val", "test"):
+        idx = np.array([where[i] for i in split[part] if i in where], dtype=np.int64)
+        idx = idx[~np.isnan(truth[idx])]
+        preds = np.stack([o[:, c] for o, c in zip(predict_members(models, dataset, idx),
+                                                   columns)])  # (runs, n)
+        y = truth[idx]
+        out["single"][part] = [float(np.mean(np.abs(p - y))) for p in preds]
+        out["ensemble"][part] = float(np.mean(np.abs(preds.mean(axis=0) - y)))
+        out["n"][part] = len(idx)
+    return out
+
+
 def table(result: dict[str, Any]) -> str:
     """Markdown: per target, the single runs' mean ± std and the ensemble (TTA)."""
     lines = ["| target | part | metric | single runs (mean ± std) | ensemble |",
@@ -86,9 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="training run directories")
     parser.add_argument("--store", required=True, help="the feature store the runs read")
     parser.add_argument("--out", type=Path, default=None, help="JSON with every number")
+    parser.add_argument("--split", type=Path, default=None,
+                        help="apply the runs to this split of --store (needs --target)")
+    parser.add_argument("--target", default="", help="the output scored with --split")
     args = parser.parse_args(argv)
-    result = evaluate(args.runs, args.store)
-    print(f"{result['n_runs']} runs\n\n{table(result)}")
+    if (args.split is None) != (not args.target):
+        parser.error("--split and --target go together")
+    if args.split is not None:
+        result = apply_elsewhere(args.runs, args.store, args.split, args.target)
+        for part in ("val", "test"):
+            singles = ", ".join(f"{v:.4f}" for v in result["single"][part])
+            print(f"{part} ({result['n'][part]}): single {singles}; "
+                  f"ensemble {result['ensemble'][part]:.4f}")
+    else:
+        result = evaluate(args.runs, args.store)
+        print(f"{result['n_runs']} runs\n\n{table(result)}")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")

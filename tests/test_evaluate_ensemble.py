@@ -58,3 +58,31 @@ def test_runs_of_different_tasks_are_refused(runs, load_script) -> None:
     store, (a, _), metal = runs
     with pytest.raises(ValueError, match=r"differs from .* in \['targets'\]"):
         load_script("evaluate_ensemble").main([str(a), str(metal), "--store", str(store)])
+
+
+def test_runs_applied_to_another_split(runs, load_script, tmp_path: Path, capsys) -> None:
+    """--split/--target: the runs' output scored on a split they were not trained with."""
+    store, (a, b), metal = runs
+    ids = list(Store.open(store).ids.astype(str))
+    split = tmp_path / "other.json"
+    split.write_text(json.dumps({"train": [], "val": ids[:30], "test": ids[30:60] + ["absent"]}))
+    script = load_script("evaluate_ensemble")
+    assert script.main([str(a), str(b), "--store", str(store), "--split", str(split),
+                        "--target", "band_gap_eV", "--out", str(tmp_path / "o.json")]) == 0
+    got = json.loads((tmp_path / "o.json").read_text())
+    assert got["n"] == {"val": 30, "test": 30}  # an id the store lacks is skipped
+    data = Store.open(store).load()
+    cfg = TrainConfig(**{**json.loads((a / "config.json").read_text()), "store": str(store)})
+    dataset, _ = prepare_data(cfg, data)
+    idx = np.arange(30, 60)
+    preds = [predict_dataset(load_model(r / "best.safetensors")[0], dataset, idx, tta=True)[:, 0]
+             for r in (a, b)]
+    true = np.asarray(data.properties["band_gap_eV"])[idx]
+    assert got["ensemble"]["test"] == pytest.approx(
+        np.mean(np.abs((preds[0] + preds[1]) / 2 - true)), rel=1e-5)
+    with pytest.raises(ValueError, match="predicts \\['is_metal'\\], not 'band_gap_eV'"):
+        script.main([str(metal), "--store", str(store), "--split", str(split),
+                     "--target", "band_gap_eV"])
+    with pytest.raises(ValueError, match="the store has no 'is_metal'"):
+        script.main([str(a), "--store", str(store), "--split", str(split),
+                     "--target", "is_metal"])
