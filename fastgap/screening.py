@@ -259,9 +259,9 @@ def _untrained_periodicity(batch: FeaturizedBatch, bundle: Bundle,
     trained = ", ".join(k for k in KINDS if k in allowed) or "no"
     rejects = [
         Reject(str(batch.ids[i]), str(batch.sources[i]),
-               f"pbc: a {KINDS[kinds[i]]} structure (pbc {tuple(bool(x) for x in batch.pbc[i])}) "
-               f"but the model was trained on {trained} structures only (training structures per "
-               f"member: {describe(counts)}); --any-periodicity predicts it anyway")
+               f"pbc: {KINDS[kinds[i]]} input (pbc {tuple(bool(x) for x in batch.pbc[i])}), "
+               f"but the model was trained on {trained} structures only (training structures "
+               f"per member: {describe(counts)}); --any-periodicity predicts it anyway")
         for i in np.flatnonzero(bad)
     ]
     return keep & ~bad, rejects
@@ -285,8 +285,8 @@ def predict_chunk(bundle: Bundle, batch: FeaturizedBatch, rejects: list[Reject],
 
     ``options`` are the keyword arguments of `predict_featurized` (``tta``, ``batch_size``,
     ``precision``, ``calibrated``) and ``check_periodicity`` (reject structures of a
-    periodicity kind no member was trained on; default True). ``replay`` (a chunk a resumed run's first run wrote):
-    only the ids and sources of the rows, nothing predicted.
+    periodicity kind no member was trained on; default True). ``replay`` (a chunk a
+    resumed run's first run wrote): only the ids and sources of the rows, nothing predicted.
     """
     check_periodicity = options.pop("check_periodicity", True)
     keep, more = _untrained_elements(batch, trained_max_z(bundle))

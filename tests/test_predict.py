@@ -196,7 +196,7 @@ def test_molecule_rejected_by_a_crystal_model(bundle, bundle_dir: Path) -> None:
     assert list(df["id"]) == ["mp-149"]
     reason = df.attrs["rejects"][0]["reason"]
     assert df.attrs["rejects"][0]["id"] == "water"
-    assert reason.startswith("pbc: a molecule structure (pbc (False, False, False)) but the "
+    assert reason.startswith("pbc: molecule input (pbc (False, False, False)), but the "
                              "model was trained on periodic structures only")
     anyway = predict([EXAMPLES / "mp-149.cif", _water()], bundle,
                      PredictConfig(**{**CFG.__dict__, "any_periodicity": True}))
