@@ -60,28 +60,8 @@ def ensemble_metrics(config: TrainConfig, run_dirs: list[Path], featurized: Feat
         are averaged in target units, classifiers as probabilities.
     """
     from fastgap.checkpoint import load_model
-    from fastgap.metrics import target_metrics
-    from fastgap.model import predict_dataset
-    from fastgap.plots import plot_parity
-    from fastgap.training.run import prepare_data
+    from fastgap.training.run import evaluate_models, prepare_data
 
     dataset, split = prepare_data(config, featurized)
     models = [load_model(Path(d) / "best.safetensors")[0] for d in run_dirs]
-    is_class = models[0].target_is_class.cpu().tolist()
-    out: dict[str, Any] = {}
-    for part in PARTS:
-        idx = split[part]
-        true = dataset.targets[idx].double().numpy()  # (n, T)
-        out[part] = {}
-        for mode, tta in MODES:
-            pred = np.mean([predict_dataset(m, dataset, idx, tta=tta,
-                                            batch_size=config.eval_batch_size)
-                            for m in models], axis=0)  # (n, T)
-            out[part][mode] = target_metrics(true, pred, config.targets, is_class)
-            if plot_dir is not None and part == "test" and tta and len(idx):
-                Path(plot_dir).mkdir(parents=True, exist_ok=True)
-                for j, name in enumerate(config.targets):
-                    if not is_class[j]:
-                        plot_parity(true[:, j], pred[:, j], name,
-                                    Path(plot_dir) / f"parity_{name}.png")
-    return out
+    return evaluate_models(models, dataset, split, config, parts=PARTS, plot_dir=plot_dir)

@@ -123,23 +123,42 @@ def _start(config: TrainConfig, out: Path, model: FastGapModel, opt, sched, scal
     return {k: saved[k] for k in state}
 
 
-def _evaluate(model, dataset, split, config, runtime, out: Path) -> dict:
-    """Metrics per split with and without TTA; parity PNGs on the test split."""
+def evaluate_models(models: list[FastGapModel], dataset: StructureDataset, split: dict,
+                    config: TrainConfig, *, parts: tuple[str, ...] | None = None,
+                    plot_dir: Path | None = None, device: Any = "cpu",
+                    amp: bool = False) -> dict:
+    """Metrics of the models' mean prediction per split part, with and without TTA.
+
+    Args:
+        models: one model (a run's evaluation) or several of one task (an ensemble:
+            regression outputs averaged in target units, classifiers as probabilities).
+        dataset, split: from `prepare_data` (split: part -> (n,) int64 dataset indices).
+        config: the runs' config (targets, eval batch size).
+        parts: split parts to score (None = every part of ``split``).
+        plot_dir: where the test part's parity PNGs (TTA, regression targets) go.
+
+    Returns:
+        {part: {"tta" | "no_tta": {target: metrics}}}, as in a run's ``metrics.json``.
+    """
     from fastgap.plots import plot_parity
 
-    is_class = model.target_is_class.cpu().tolist()
+    is_class = models[0].target_is_class.cpu().tolist()
     metrics: dict[str, Any] = {}
-    for part, idx in split.items():
-        true = dataset.targets[idx].double().numpy()
+    for part in parts or tuple(split):
+        idx = split[part]
+        true = dataset.targets[idx].double().numpy()  # (n, T)
         metrics[part] = {}
         for mode, tta in (("tta", True), ("no_tta", False)):
-            pred = predict_dataset(model, dataset, idx, tta=tta, batch_size=config.eval_batch_size,
-                                   device=runtime.device, amp=runtime.amp)
+            pred = np.mean([predict_dataset(m, dataset, idx, tta=tta,
+                                            batch_size=config.eval_batch_size, device=device,
+                                            amp=amp) for m in models], axis=0)  # (n, T)
             metrics[part][mode] = target_metrics(true, pred, config.targets, is_class)
-            if part == "test" and tta:
+            if plot_dir is not None and part == "test" and tta:
+                Path(plot_dir).mkdir(parents=True, exist_ok=True)
                 for j, name in enumerate(config.targets):
                     if not is_class[j]:
-                        plot_parity(true[:, j], pred[:, j], name, out / f"parity_{name}.png")
+                        plot_parity(true[:, j], pred[:, j], name,
+                                    Path(plot_dir) / f"parity_{name}.png")
     return metrics
 
 
@@ -203,7 +222,9 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
         from fastgap.plots import plot_curves
 
         best, _ = load_model(out / "best.safetensors", device=str(runtime.device))
-        _write_json(out / "metrics.json", _evaluate(best, dataset, split, config, runtime, out))
+        _write_json(out / "metrics.json", evaluate_models(
+            [best], dataset, split, config, plot_dir=out, device=runtime.device,
+            amp=runtime.amp))
         plot_curves(state["history"], out / "curves.png")
     return out
 
