@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -251,6 +252,7 @@ def _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, sc
         if state["bad_epochs"] >= config.patience:
             break
         sampler.set_epoch(epoch)
+        start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed * 7919 + epoch)  # dropout noise; resumable per epoch
             train_loss = loop.train_epoch(
@@ -258,9 +260,12 @@ def _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, sc
                 grad_clip=config.grad_clip, progress=config.progress and runtime.is_main,
                 ema=ema)
         kept = model if ema is None else ema.module  # the weights validated and kept
+        trained = time.perf_counter()
         val_loss = _val_loss(kept, dataset, split["val"], config, runtime)
         state["history"].append({"epoch": epoch + 1, "train_loss": train_loss,
-                                 "val_loss": val_loss, "lr": opt.param_groups[0]["lr"]})
+                                 "val_loss": val_loss, "lr": opt.param_groups[0]["lr"],
+                                 "train_s": round(trained - start, 3),
+                                 "val_s": round(time.perf_counter() - trained, 3)})
         improved = val_loss < state["best"]
         state["best"] = min(state["best"], val_loss)
         state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
