@@ -5,6 +5,8 @@ Run directory: ``config.json`` (resolved config), ``split.json`` (ids), ``best.s
 ``init.json`` (with ``init_from``: the source checkpoint and which output rows it gave),
 With ``ema_decay > 0`` the checkpoint kept as best (and evaluated) holds the exponential
 moving average of the weights; ``last.safetensors`` the raw weights training resumes from.
+With ``distance_noise > 0`` training batches see jittered neighbour distances (validation
+and evaluation never do).
 ``metrics.json`` (per split, with and without test-time averaging over axis swaps),
 ``curves.png``, ``parity_<target>.png``. Under ``torchrun`` every rank trains on its shard
 of the batches and only rank 0 writes.
@@ -12,6 +14,7 @@ of the batches and only rank 0 writes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +54,9 @@ class TrainConfig:
     # exponential moving average of the weights (0 = off): validation, early stopping and
     # best.safetensors use the averaged weights; decay per optimizer step, e.g. 0.999
     ema_decay: float = 0.0
+    # augmentation: Gaussian noise (standard deviation, Å) added to every neighbour distance
+    # of every training batch, drawn anew each time (`fastgap.training.loop.jitter_distances`)
+    distance_noise: float = 0.0
     patience: int = 10
     augment: bool = True
     tta: bool = True
@@ -74,6 +80,9 @@ class TrainConfig:
             raise ValueError("targets: expected at least one target name, got none")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected a number in [0, 1), got {self.ema_decay!r}")
+        if not (math.isfinite(self.distance_noise) and self.distance_noise >= 0.0):
+            raise ValueError(
+                f"distance_noise: expected a finite number >= 0 (Å), got {self.distance_noise!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,54 @@ def test_end_to_end_store_cli_reload(tmp_path) -> None:
     first = predict_batch(model, loaded, tta=True)
     again, _ = load_model(out / "best.safetensors")
     np.testing.assert_array_equal(predict_batch(again, loaded, tta=True), first)
+
+
+def _one_batch(n: int = 12):
+    from fastgap.data import ALL_VARIANTS, StructureDataset, collate
+
+    dataset = StructureDataset(_data(n), targets=["band_gap_eV"])
+    return collate([dataset[(i, ALL_VARIANTS)] for i in range(n)])
+
+
+def test_jitter_moves_only_real_neighbour_distances() -> None:
+    from fastgap.training.loop import MIN_JITTER_FRACTION, jitter_distances
+
+    batch = _one_batch()
+    d = batch.atom_distances.clone()
+    d[d == 0] = float("nan")  # padding holding garbage must stay as it is
+    d[:, 0] = 0.0
+    batch = replace(batch, atom_distances=d)
+    out = jitter_distances(batch, 0.05, torch.Generator().manual_seed(0)).atom_distances
+    steps = torch.arange(d.shape[1])
+    real = (steps > 0) & (steps < batch.atom_lengths[:, None])
+    assert torch.equal(out[:, 0], d[:, 0])
+    assert torch.equal(out[~real].isnan(), d[~real].isnan())
+    torch.testing.assert_close(out[~real & ~d.isnan()], d[~real & ~d.isnan()], rtol=0, atol=0)
+    moved = (out - d)[real]
+    assert moved.abs().min() > 0 and 0.04 < float(moved.std()) < 0.06
+    assert bool((out[real] >= MIN_JITTER_FRACTION * d[real]).all())
+    again = jitter_distances(batch, 0.05, torch.Generator().manual_seed(0)).atom_distances
+    assert torch.equal(again[real], out[real])
+    assert batch.atom_distances is d  # the input batch is not modified
+
+
+def test_distance_noise_trains_differently_and_resumes_exactly(tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    data = _data()
+    kw = {"epochs": 4, "distance_noise": 0.1}
+    noisy = train(_config(tmp_path, out=str(tmp_path / "a"), **kw), data)
+    plain = train(_config(tmp_path, out=str(tmp_path / "p"), epochs=4), data)
+    name = "atom_lstm.weight_hh_l0"
+    assert not torch.equal(load_file(str(noisy / "last.safetensors"))[name],
+                           load_file(str(plain / "last.safetensors"))[name])
+    train(_config(tmp_path, out=str(tmp_path / "b"), stop_after_epochs=2, **kw), data)
+    resumed = train(_config(tmp_path, out=str(tmp_path / "b"), resume=True, **kw), data)
+    assert _learning(noisy) == _learning(resumed)
+    assert (noisy / "metrics.json").read_text() == (resumed / "metrics.json").read_text()
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf")])
+def test_distance_noise_must_be_finite_and_non_negative(tmp_path, value) -> None:
+    with pytest.raises(ValueError, match="distance_noise: expected a finite number >= 0"):
+        _config(tmp_path, distance_noise=value)

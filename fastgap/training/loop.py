@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from fastgap.training.targets import masked_loss
+
+if TYPE_CHECKING:
+    from fastgap.data import Batch
+
+MIN_JITTER_FRACTION = 0.5  # a jittered distance never falls below half the true one
 
 
 @dataclass
@@ -100,10 +106,13 @@ def train_epoch(
     grad_clip: float,
     progress: bool,
     ema: torch.optim.swa_utils.AveragedModel | None = None,
+    distance_noise: float = 0.0,
 ) -> float:
     """One pass over ``loader``; returns the mean batch loss (normalised units).
 
     ``ema`` (an ``AveragedModel`` of ``loss_model``) is updated after every optimizer step.
+    ``distance_noise`` (Å) jitters every batch's neighbour distances (``jitter_distances``)
+    with torch's global generator, so a seeded epoch draws the same noise again.
     """
     from tqdm import tqdm
 
@@ -111,6 +120,8 @@ def train_epoch(
     total, n = 0.0, 0
     for batch in tqdm(loader, disable=not progress, leave=False, desc="train"):
         batch = batch.to(runtime.device, non_blocking=True)
+        if distance_noise > 0:
+            batch = jitter_distances(batch, distance_noise)
         with torch.autocast(runtime.device.type, enabled=runtime.amp):
             out = model(batch)
         loss = masked_loss(out.float(), batch.targets, loss_model)
@@ -127,3 +138,20 @@ def train_epoch(
         total += float(loss.detach())
         n += 1
     return total / max(n, 1)
+
+
+def jitter_distances(batch: Batch, sigma: float, generator: torch.Generator | None = None) -> Batch:
+    """A copy of ``batch`` whose neighbour distances carry Gaussian noise of ``sigma`` Å.
+
+    Only real neighbour entries move (columns 1..length-1 of ``atom_distances``, (N, L)
+    float32 Å): the centre stays at 0 and padding is untouched. A noisy distance is kept at
+    least ``MIN_JITTER_FRACTION`` of the true one, so it stays positive. Entries keep their
+    order (a small jitter can leave a row slightly out of distance order: part of the
+    augmentation). The noise is per entry, so the two directions of a pair move apart.
+    """
+    d = batch.atom_distances
+    steps = torch.arange(d.shape[1], device=d.device)
+    real = (steps > 0) & (steps < batch.atom_lengths[:, None])  # (N, L)
+    noise = torch.randn(d.shape, generator=generator, device=d.device, dtype=d.dtype) * sigma
+    noisy = torch.maximum(d + noise, d * MIN_JITTER_FRACTION)
+    return replace(batch, atom_distances=torch.where(real, noisy, d))

@@ -258,7 +258,7 @@ def _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, sc
             train_loss = loop.train_epoch(
                 net, model, loader, opt, sched, scaler, runtime,
                 grad_clip=config.grad_clip, progress=config.progress and runtime.is_main,
-                ema=ema)
+                ema=ema, distance_noise=config.distance_noise)
         kept = model if ema is None else ema.module  # the weights validated and kept
         trained = time.perf_counter()
         val_loss = _val_loss(kept, dataset, split["val"], config, runtime)
