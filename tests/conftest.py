@@ -1,9 +1,10 @@
-"""Shared fixtures: a tiny screening bundle trained on the in-repo fixture (seconds), and
-the `scripts/` files as modules."""
+"""Shared fixtures: a tiny screening bundle trained on the in-repo fixture (seconds), the
+`scripts/` files as modules, and a run's history without its wall-clock columns."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -54,3 +55,16 @@ def load_script() -> Callable[[str], ModuleType]:
         return module
 
     return load
+
+
+@pytest.fixture(scope="session")
+def learning_history() -> Callable[[Path], list[dict]]:
+    """``learning_history(run_dir)``: ``history.json`` without the per-epoch seconds
+    (``train_s``, ``val_s``; checked present and positive), which differ from run to run."""
+
+    def read(run: Path) -> list[dict]:
+        hist = json.loads((Path(run) / "history.json").read_text())
+        assert all(h["train_s"] > 0 and h["val_s"] > 0 for h in hist)
+        return [{k: v for k, v in h.items() if k not in ("train_s", "val_s")} for h in hist]
+
+    return read

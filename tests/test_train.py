@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,26 +117,19 @@ def test_overfits_a_tiny_set(tmp_path) -> None:
     assert hist[-1]["train_loss"] < hist[0]["train_loss"] / 10
 
 
-def _learning(run: Path) -> list[dict]:
-    """history.json without the wall-clock columns (which differ from run to run)."""
-    hist = json.loads((run / "history.json").read_text())
-    assert all(h["train_s"] > 0 and h["val_s"] > 0 for h in hist)
-    return [{k: v for k, v in h.items() if k not in ("train_s", "val_s")} for h in hist]
-
-
-def test_resume_equals_straight_through(tmp_path) -> None:
+def test_resume_equals_straight_through(tmp_path, learning_history) -> None:
     data = _data()
     straight = train(_config(tmp_path, out=str(tmp_path / "a"), epochs=4), data)
     first = _config(tmp_path, out=str(tmp_path / "b"), epochs=4, stop_after_epochs=2)
     train(first, data)
     resumed = train(_config(tmp_path, out=str(tmp_path / "b"), epochs=4, resume=True), data)
-    a, b = _learning(straight), _learning(resumed)
+    a, b = learning_history(straight), learning_history(resumed)
     assert len(a) == len(b) == 4
     assert a == b
     assert (straight / "metrics.json").read_text() == (resumed / "metrics.json").read_text()
 
 
-def test_ema_weights_are_validated_and_kept(tmp_path) -> None:
+def test_ema_weights_are_validated_and_kept(tmp_path, learning_history) -> None:
     """best.safetensors holds the moving average: its validation loss is the recorded one."""
     from safetensors.torch import load_file
 
@@ -160,16 +152,16 @@ def test_ema_weights_are_validated_and_kept(tmp_path) -> None:
     # without the average, the same seed trains the same raw weights but validates them
     plain = train(_config(tmp_path, out=str(tmp_path / "plain"), epochs=3, patience=99), data)
     torch.testing.assert_close(load_file(str(plain / "last.safetensors"))[name], raw[name])
-    assert _learning(plain) != _learning(out)
+    assert learning_history(plain) != learning_history(out)
 
 
-def test_resume_with_ema_equals_straight_through(tmp_path) -> None:
+def test_resume_with_ema_equals_straight_through(tmp_path, learning_history) -> None:
     data = _data()
     kw = {"epochs": 4, "ema_decay": 0.8}
     straight = train(_config(tmp_path, out=str(tmp_path / "a"), **kw), data)
     train(_config(tmp_path, out=str(tmp_path / "b"), stop_after_epochs=2, **kw), data)
     resumed = train(_config(tmp_path, out=str(tmp_path / "b"), resume=True, **kw), data)
-    assert _learning(straight) == _learning(resumed)
+    assert learning_history(straight) == learning_history(resumed)
     assert (straight / "metrics.json").read_text() == (resumed / "metrics.json").read_text()
     with pytest.raises(ValueError, match="resume: the saved run was trained with ema_decay"):
         train(_config(tmp_path, out=str(tmp_path / "b"), epochs=5, resume=True), data)
@@ -257,7 +249,8 @@ def test_jitter_moves_only_real_neighbour_distances() -> None:
     assert batch.atom_distances is d  # the input batch is not modified
 
 
-def test_distance_noise_trains_differently_and_resumes_exactly(tmp_path) -> None:
+def test_distance_noise_trains_differently_and_resumes_exactly(tmp_path,
+                                                              learning_history) -> None:
     from safetensors.torch import load_file
 
     data = _data()
@@ -269,7 +262,7 @@ def test_distance_noise_trains_differently_and_resumes_exactly(tmp_path) -> None
                            load_file(str(plain / "last.safetensors"))[name])
     train(_config(tmp_path, out=str(tmp_path / "b"), stop_after_epochs=2, **kw), data)
     resumed = train(_config(tmp_path, out=str(tmp_path / "b"), resume=True, **kw), data)
-    assert _learning(noisy) == _learning(resumed)
+    assert learning_history(noisy) == learning_history(resumed)
     assert (noisy / "metrics.json").read_text() == (resumed / "metrics.json").read_text()
 
 
