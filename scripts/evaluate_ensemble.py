@@ -56,6 +56,17 @@ def check_same_task(configs: list[Any], runs: list[Path]) -> None:
                              "task (same targets, filters and split)")
 
 
+def add_suite_targets(data: Any, targets: list[str]) -> None:
+    """Add to ``data.properties`` the targets the store lacks that a `fastgap bench` task
+    derives (e.g. ``log10_K_VRH`` from ``K_VRH_GPa``), by that task's rule."""
+    from fastgap.benchmarks_suite.inputs import apply_derive
+    from fastgap.benchmarks_suite.tasks import default_tasks
+
+    rules = {d[0]: d for task in default_tasks() for d in task.derive}
+    missing = [t for t in targets if t not in data.properties and t in rules]
+    apply_derive(data, [rules[t] for t in missing])
+
+
 def evaluate(runs: list[Path], store: str) -> dict[str, Any]:
     """{"runs": [...], "single": mean/std over runs, "ensemble": metrics, "n_runs"}."""
     from fastgap.benchmarks_suite.seeds import ensemble_metrics, summarise_runs
@@ -68,6 +79,7 @@ def evaluate(runs: list[Path], store: str) -> dict[str, Any]:
         metrics = json.loads((run / "metrics.json").read_text())
         per_run.append({"val": metrics["val"], "test": metrics["test"]})
     data = Store.open(store).load()
+    add_suite_targets(data, configs[0].targets)
     ensemble = ensemble_metrics(configs[0], runs, data)
     return {"runs": [str(r) for r in runs], "n_runs": len(runs), "per_run": per_run,
             "single": summarise_runs(per_run), "ensemble": ensemble}
