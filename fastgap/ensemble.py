@@ -65,9 +65,16 @@ ROLE_TARGETS = {"band_gap": GAP_TARGET, "metal": METAL_TARGET}
 CALIBRATION_COVERAGE = 0.683  # fraction of |error| <= std for a Gaussian
 
 
-def default_bundle_dir() -> Path:
-    """Where the bundled default model lives inside the installed package."""
-    return Path(__file__).resolve().parent / "models" / "default"
+# bundles shipped inside the package, by name: the accurate ensemble and a one-network model
+# for fast screening (band gap and p_metal from one forward pass)
+NAMED_BUNDLES = ("default", "fast")
+
+
+def default_bundle_dir(name: str = "default") -> Path:
+    """Where the bundled model ``name`` (one of `NAMED_BUNDLES`) lives inside the package."""
+    if name not in NAMED_BUNDLES:
+        raise ValueError(f"model: expected one of {NAMED_BUNDLES}, got {name!r}")
+    return Path(__file__).resolve().parent / "models" / name
 
 
 @dataclass
@@ -148,20 +155,23 @@ def select_members(bundle: Bundle, n_gap: int) -> Bundle:
 
 
 def load_bundle(spec: str | Path = "default", *, device: str = "cpu") -> Bundle:
-    """Load ``"default"``, a bundle directory, a training run directory or one checkpoint.
+    """Load ``"default"`` or ``"fast"`` (the bundled models), a bundle directory, a training
+    run directory or one checkpoint.
 
-    Raises FileNotFoundError when nothing is there (for ``"default"``: the bundle is not
+    Raises FileNotFoundError when nothing is there (for a bundled name: that bundle is not
     installed) and ValueError for a bundle or checkpoint of another format version.
     """
     if not isinstance(spec, (str, Path)):
-        raise TypeError(f"model: expected 'default' or a path, got {type(spec).__name__}")
-    if str(spec) == "default":
-        path = default_bundle_dir()
+        raise TypeError(f"model: expected 'default', 'fast' or a path, got "
+                        f"{type(spec).__name__}")
+    if isinstance(spec, str) and spec in NAMED_BUNDLES:
+        path = default_bundle_dir(spec)
         if not (path / CARD_NAME).is_file():
+            script = {"default": "scripts/train_default_models.sh",
+                      "fast": "scripts/train_fast_model.sh"}[spec]
             raise FileNotFoundError(
-                f"model: the default model bundle is not installed ({path / CARD_NAME} is "
-                "missing); train it with scripts/train_default_models.sh or pass "
-                "--model RUN_DIR|FILE"
+                f"model: the {spec} model bundle is not installed ({path / CARD_NAME} is "
+                f"missing); train it with {script} or pass --model RUN_DIR|FILE"
             )
     else:
         path = Path(spec)
@@ -172,7 +182,7 @@ def load_bundle(spec: str | Path = "default", *, device: str = "cpu") -> Bundle:
     if path.is_file():
         return _bundle_of([path], str(path), {}, device)
     raise FileNotFoundError(
-        f"model: expected 'default', a bundle directory (with {CARD_NAME}), a training run "
+        f"model: expected 'default', 'fast', a bundle directory (with {CARD_NAME}), a training run "
         f"directory (with best.safetensors) or a .safetensors file, got {str(path)!r}"
     )
 
@@ -330,7 +340,9 @@ def pack_bundle(
     """Copy checkpoints into a bundle directory ``out`` and write its ``card.json``.
 
     ``band_gap`` / ``metal`` are checkpoint files (or training run directories, whose
-    ``best.safetensors`` is used); they are renamed ``gap_<i>`` / ``metal_<i>``. ``card``
+    ``best.safetensors`` is used); they are renamed ``gap_<i>`` / ``metal_<i>``. A checkpoint
+    given in both lists (one network predicting band gap and ``is_metal``) is copied once,
+    under its ``gap_<i>`` name, and listed in both roles: it runs once per batch. ``card``
     adds descriptive fields (data, split, command, metrics); the format fields are set here.
     """
     from fastgap.training.finetune import packaged_path  # imports torch: not at module load
@@ -341,6 +353,7 @@ def pack_bundle(
     shipped_sha256 = file_sha256(shipped) if shipped.is_file() else None
     members: dict[str, list[str]] = {"band_gap": [], "metal": []}
     provenance: dict[str, dict[str, Any]] = {}
+    copied: dict[Path, str] = {}  # source checkpoint -> its name in the bundle
     for role, prefix, paths in (("band_gap", "gap", band_gap), ("metal", "metal", metal)):
         for i, src in enumerate(paths):
             src = Path(src)
@@ -348,8 +361,12 @@ def pack_bundle(
                 src = src / "best.safetensors"
             if not src.is_file():
                 raise FileNotFoundError(f"{role}: no checkpoint at {str(src)!r}")
+            if src.resolve() in copied:
+                members[role].append(copied[src.resolve()])
+                continue
             name = f"{prefix}_{i}.safetensors"
             shutil.copyfile(src, out / name)
+            copied[src.resolve()] = name
             members[role].append(name)
             provenance[name] = member_provenance(src, shipped_sha256)
     full = {**(card or {}), "bundle_format": BUNDLE_FORMAT, "fastgap_version": __version__,
@@ -467,8 +484,8 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = No
         "error; it is the regressors' mean where p_metal = 0 and moves towards 0 as p_metal "
         "grows (with one regressor: the mean clipped at 0). "
         "`band_gap_std_eV` is the standard deviation (ddof=0) of the regressors times the "
-        "calibration factor below; it does not include the classifier's uncertainty. The "
-        "regressors never saw metals."), "",
+        "calibration factor below; it does not include the classifier's uncertainty. "
+        + _regressor_data(card)), "",
         "## Calibration of band_gap_std_eV", "",
         *_calibration_lines(card.get("calibration")),
         "## Metrics", "",
@@ -478,6 +495,13 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = No
     path = bundle_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _regressor_data(card: dict[str, Any]) -> str:
+    """Whether the card's band-gap regressors saw metals (from its ``filters``)."""
+    if "band_gap_eV > 0" in str(card.get("filters", {}).get("band_gap", "")):
+        return "The regressors never saw metals."
+    return "The regressors were trained on metals (gap 0) too."
 
 
 def _domain_lines(card: dict[str, Any]) -> list[str]:

@@ -59,7 +59,8 @@ class PredictConfig:
     """Options of `predict_to_file` / `predict`; CLI flags map onto these fields.
 
     Attributes:
-        model: "default" (the bundled ensemble), a bundle or run directory, or a checkpoint.
+        model: "default" (the bundled ensemble), "fast" (the bundled one-network model), a
+            bundle or run directory, or a checkpoint.
         workers: parse + featurize worker processes (0 = in the calling process).
         batch_size: structures per model forward pass.
         chunk_size: inputs per worker task (and per inference chunk).
@@ -498,7 +499,8 @@ def predict(structures: Any, model: Any = "default", config: PredictConfig | Non
         structures: a pymatgen ``Structure``/``Molecule``, ASE ``Atoms``, fastgap
             ``Structure``, path (file, directory, archive, JSON-lines, feature store) or a
             list of them. No labels are needed.
-        model: "default", a bundle / run directory, a checkpoint path or a loaded `Bundle`.
+        model: "default", "fast", a bundle / run directory, a checkpoint path or a loaded
+            `Bundle`.
         config: pipeline options (``config.model`` is ignored; ``model`` decides).
 
     Returns:

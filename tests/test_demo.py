@@ -65,7 +65,7 @@ def test_demo_cli_prints_table_and_plot_path(run_dir: Path, tmp_path: Path, caps
 def test_demo_without_bundle_is_a_clear_error(monkeypatch, tmp_path: Path, capsys) -> None:
     from fastgap import ensemble
 
-    monkeypatch.setattr(ensemble, "default_bundle_dir", lambda: tmp_path / "missing")
+    monkeypatch.setattr(ensemble, "default_bundle_dir", lambda name="default": tmp_path / "missing")
     assert main(["demo", "--out", str(tmp_path / "d")]) == 2
     assert "default model bundle is not installed" in capsys.readouterr().err
 

@@ -178,7 +178,7 @@ def test_bf16_end_to_end_keeps_ids_and_is_close(bundle_dir: Path) -> None:
                                rtol=0, atol=0.1)
 
 
-def test_cli_flags_map_onto_the_config(bundle_dir: Path, tmp_path: Path) -> None:
+def test_cli_flags_map_onto_the_config(bundle_dir: Path, tmp_path: Path, monkeypatch) -> None:
     from fastgap.cli import predict as cli
 
     parser = argparse.ArgumentParser()
@@ -197,3 +197,11 @@ def test_cli_flags_map_onto_the_config(bundle_dir: Path, tmp_path: Path) -> None
                               "--workers", "0", "--fast", "--no-progress"])
     assert cli.run(args) == 0 and (args.members, args.precision, args.no_tta) == (1, "bf16", True)
     assert "band_gap_std_eV" not in pd.read_csv(fast).columns
+    # with the default model, --fast switches to the bundled one-network model
+    args = parser.parse_args([str(DATA), "--out", str(fast), "--fast"])
+    run_args = []
+    monkeypatch.setattr("fastgap.screening.predict_to_file",
+                        lambda inputs, out, config, rejects=None: run_args.append(config))
+    assert cli.run(args) == 0
+    assert (run_args[0].model, run_args[0].members, run_args[0].precision,
+            run_args[0].tta) == ("fast", 0, "bf16", False)

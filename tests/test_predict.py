@@ -230,7 +230,7 @@ def test_unknown_training_periodicity_means_no_check(bundle_dir: Path, tmp_path:
 def test_missing_default_bundle_is_a_clear_error(monkeypatch, tmp_path: Path) -> None:
     from fastgap import ensemble
 
-    monkeypatch.setattr(ensemble, "default_bundle_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr(ensemble, "default_bundle_dir", lambda name="default": tmp_path / "none")
     with pytest.raises(FileNotFoundError, match="default model bundle is not installed"):
         load_bundle("default")
 
@@ -281,9 +281,9 @@ def test_bad_arguments(bundle, tmp_path: Path) -> None:
         PredictConfig(workers=-1)
     with pytest.raises(ValueError, match="batch_size: expected an int >= 1"):
         PredictConfig(batch_size=0)
-    with pytest.raises(TypeError, match="model: expected 'default' or a path"):
+    with pytest.raises(TypeError, match="model: expected 'default', 'fast' or a path"):
         load_bundle(3)
-    with pytest.raises(FileNotFoundError, match="model: expected 'default', a bundle"):
+    with pytest.raises(FileNotFoundError, match="model: expected 'default', 'fast', a bundle"):
         load_bundle(tmp_path / "nothing")
     with pytest.raises(ValueError, match="out: expected a .csv or .parquet path"):
         predict_to_file([EXAMPLES / "mp-30.cif"], tmp_path / "p.txt",
@@ -333,3 +333,40 @@ def test_a_model_of_another_property_writes_only_its_columns(tmp_path: Path) -> 
     out = tmp_path / "p.csv"
     predict_to_file(files, out, CFG.__class__(**{**CFG.__dict__, "model": str(run)}))
     assert out.read_text().splitlines()[0] == "id,twice_gap"
+
+
+def test_one_network_serves_both_roles(tmp_path: Path) -> None:
+    """A checkpoint predicting band gap and is_metal, packed in both roles, is one file and
+    one member: it runs once, and its two outputs are the screening columns."""
+    from fastgap.checkpoint import load_model
+    from fastgap.data import StructureDataset
+    from fastgap.ensemble import pack_bundle
+    from fastgap.features import featurize_structures
+    from fastgap.model import ModelConfig, predict_dataset
+    from fastgap.readers import read_structures
+    from fastgap.train import TrainConfig, train
+
+    batch, _ = featurize_structures(read_structures([DATA / "mp100.jsonl"]), FeaturizerConfig())
+    tiny = ModelConfig(embed_dim=8, atom_hidden=8, struct_hidden=8, head_sizes=(8,))
+    run = train(TrainConfig(out=str(tmp_path / "joint"), targets=["band_gap_eV", "is_metal"],
+                            epochs=1, model=tiny, progress=False, compile="off", device="cpu",
+                            max_z=85, batch_size=32), batch)
+    out = pack_bundle(tmp_path / "fast", [run], [run], {"data": "mp100"})
+    card = json.loads((out / "card.json").read_text())
+    assert card["members"] == {"band_gap": ["gap_0.safetensors"], "metal": ["gap_0.safetensors"]}
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["gap_0.safetensors"]
+    fast = load_bundle(out)
+    assert len(fast.members) == 1 and fast.band_gap[0] is fast.metal[0]
+    calls = []
+    hook = fast.members[0].model.register_forward_hook(lambda *a: calls.append(1))
+    df = predict(_cifs(4), fast, CFG)
+    hook.remove()
+    assert len(calls) == 1  # one forward pass for the 4 structures and both columns
+    assert list(df.columns) == ["id", "band_gap_eV", "p_metal", "band_gap_regressor_eV"]
+    feats, _ = featurize_structures(read_structures(_cifs(4)), FeaturizerConfig())
+    model, _ = load_model(out / "gap_0.safetensors")
+    raw = predict_dataset(model, StructureDataset(feats), np.arange(4), tta=True)
+    np.testing.assert_allclose(df["band_gap_regressor_eV"], raw[:, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(df["p_metal"], raw[:, 1], rtol=1e-5, atol=1e-6)
+    expect = np.where(raw[:, 1] >= 0.5, 0.0, np.maximum(raw[:, 0], 0.0))
+    np.testing.assert_allclose(df["band_gap_eV"], expect, rtol=1e-5, atol=1e-6)

@@ -13,8 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "JSON-lines(.gz) or featurized Zarr stores")
     parser.add_argument("--out", required=True, help="predictions file (.csv or .parquet)")
     parser.add_argument("--model", default="default",
-                        help="'default' (bundled ensemble), a bundle or training run "
-                             "directory, or a .safetensors checkpoint")
+                        help="'default' (bundled ensemble), 'fast' (bundled one-network "
+                             "model), a bundle or training run directory, or a .safetensors "
+                             "checkpoint")
     parser.add_argument("--rejects", default=None,
                         help="rejects CSV (default: next to --out, <name>.rejects.csv)")
     parser.add_argument("--workers", type=int, default=2, help="parse/featurize processes")
@@ -31,8 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(0 = all; 1 = fast mode, no band_gap_std_eV; fewer regressors "
                              "than all report an uncalibrated std)")
     parser.add_argument("--fast", action="store_true",
-                        help="fast mode: --members 1 --precision bf16 --no-tta (accuracy in "
-                             "benchmarks/RESULTS.md, ## Screening)")
+                        help="fast mode: --model fast --precision bf16 (one network for "
+                             "band gap and p_metal; with another --model: --members 1 "
+                             "--precision bf16 --no-tta); accuracy in benchmarks/RESULTS.md, "
+                             "## Screening")
     parser.add_argument("--raw-std", action="store_true",
                         help="report the raw ensemble spread instead of the calibrated std")
     parser.add_argument("--start-method", default="auto", choices=["auto", "fork", "spawn"],
@@ -56,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from fastgap.screening import PredictConfig, predict_to_file
 
     if args.fast:
-        args.members, args.precision, args.no_tta = 1, "bf16", True
+        args.precision, args.no_tta = "bf16", True
+        if args.model == "default":
+            args.model = "fast"
+        else:
+            args.members = 1
     config = PredictConfig(
         model=args.model, workers=args.workers, batch_size=args.batch_size,
         chunk_size=args.chunk_size, tta=not args.no_tta, precision=args.precision,
