@@ -145,6 +145,8 @@ class StructureDataset(torch.utils.data.Dataset):
     maps extra target names to (S,) float64 arrays computed by the caller (e.g. ``is_metal``).
     ``share_equivalent`` lets atoms with identical lists share one row (see module doc);
     with ``nbr_indices`` in the data, round-2 rows are shared under the refined key.
+    ``neighbour_rows=False`` skips the round-2 rows even when the data has ``nbr_indices``
+    (inference with ``rounds=1`` models only, which give the same numbers without them).
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class StructureDataset(torch.utils.data.Dataset):
         derived: dict[str, np.ndarray] | None = None,
         *,
         share_equivalent: bool = True,
+        neighbour_rows: bool = True,
     ) -> None:
         derived = derived or {}
         ptr = np.asarray(featurized.atom_ptr, dtype=np.int64)
@@ -188,7 +191,7 @@ class StructureDataset(torch.utils.data.Dataset):
         struct_of_atom = np.repeat(np.arange(n_struct, dtype=np.int64), np.diff(ptr))
         self.rep_ptr = _row_ptr(is_rep, struct_of_atom, n_struct)
         self.round_ptr = self.round_entries = None
-        if featurized.nbr_indices is not None:
+        if neighbour_rows and featurized.nbr_indices is not None:
             entries = entry_atoms(
                 self.numbers.numpy(), self.distances.numpy(), self.lengths.numpy(),
                 np.asarray(featurized.nbr_indices, dtype=np.int64), ptr,

@@ -355,7 +355,9 @@ def predict_batch(
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
-    dataset = StructureDataset(featurized)
+    core = getattr(model, "module", model)  # unwrap DDP / compiled wrappers
+    core = getattr(core, "_orig_mod", core)
+    dataset = StructureDataset(featurized, neighbour_rows=core.config.rounds > 1)
     return predict_dataset(
         model, dataset, np.arange(len(dataset)), tta=tta, batch_size=batch_size, device=device
     )

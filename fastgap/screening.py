@@ -195,8 +195,10 @@ def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool, bat
     from fastgap.inference import predict_members
 
     n = batch.n_structures
-    dataset = StructureDataset(batch)  # built once, shared by every member
     members = bundle.members
+    # built once, shared by every member; round-2 rows only if some member reads them
+    dataset = StructureDataset(batch, neighbour_rows=any(m.model.config.rounds > 1
+                                                         for m in members))
     outs = predict_members([m.model for m in members], dataset, tta=tta,
                            batch_size=batch_size, precision=precision)
     preds = {id(m): out for m, out in zip(members, outs)}

@@ -96,6 +96,39 @@ def test_rounds_1_reads_the_same_with_or_without_neighbour_rows(data) -> None:
     with_rows = model(_collate(StructureDataset(data), range(12)))
     without = model(_collate(StructureDataset(plain), range(12)))
     torch.testing.assert_close(with_rows, without, rtol=0, atol=0)
+    skipped = StructureDataset(data, neighbour_rows=False)  # nbr_indices there, not read
+    assert skipped.round_entries is None
+    torch.testing.assert_close(model(_collate(skipped, range(12))), with_rows, rtol=0, atol=0)
+
+
+def test_screening_builds_neighbour_rows_only_for_models_that_read_them(data) -> None:
+    """One dataset serves every member: round-2 rows exactly when a member has rounds=2."""
+    from fastgap import data as data_module
+    from fastgap.ensemble import Bundle, Member
+    from fastgap.screening import predict_featurized
+
+    built = []
+    real = data_module.StructureDataset
+
+    def spy(*args, **kwargs):
+        built.append(kwargs.get("neighbour_rows", True))
+        return real(*args, **kwargs)
+
+    def member(cfg: ModelConfig, seed: int) -> Member:
+        cfg = dataclasses.replace(cfg, n_outputs=1)
+        return Member(Path(f"m{seed}"), _model(cfg, seed).float(), {"targets": ["band_gap_eV"]})
+
+    one, two = member(ModelConfig(**TINY), 0), member(ModelConfig(**TINY, rounds=2), 1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data_module, "StructureDataset", spy)
+        plain = predict_featurized(Bundle("a", band_gap=[one]), data, tta=True, batch_size=8)
+        both = predict_featurized(Bundle("b", band_gap=[one, two]), data, tta=True,
+                                  batch_size=8)
+    assert built == [False, True]
+    assert np.isfinite(both["band_gap_regressor_eV"]).all()
+    alone = predict_featurized(Bundle("c", band_gap=[two]), data, tta=True, batch_size=8)
+    np.testing.assert_allclose(both["band_gap_regressor_eV"] * 2 - alone["band_gap_regressor_eV"],
+                               plain["band_gap_regressor_eV"], rtol=1e-5, atol=1e-6)
 
 
 def test_rounds_2_without_nbr_indices_is_a_clear_error(data) -> None:
