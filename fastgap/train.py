@@ -37,6 +37,11 @@ class TrainConfig:
     targets: list[str] = field(default_factory=lambda: ["band_gap_eV"])
     classification: list[str] = field(default_factory=list)  # 0/1 properties; is_metal implied
     where: str = ""
+    # per-target filters: target -> condition (``where`` syntax); a structure failing a
+    # target's condition has no value for that target (masked in the loss and the metrics)
+    # but still trains the other targets, e.g. {"band_gap_eV": "band_gap_eV > 0"} beside
+    # is_metal: one network, regression on non-zero gaps, classification on every structure
+    target_where: dict[str, str] = field(default_factory=dict)
     max_z: int | None = None
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
@@ -78,6 +83,14 @@ class TrainConfig:
         self.split = tuple(float(f) for f in self.split)
         if not self.targets:
             raise ValueError("targets: expected at least one target name, got none")
+        if not isinstance(self.target_where, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.target_where.items()
+        ):
+            raise TypeError(f"target_where: expected a table of target = \"condition\", got "
+                            f"{self.target_where!r}")
+        stray = sorted(set(self.target_where) - set(self.targets))
+        if stray:
+            raise ValueError(f"target_where: {stray} are not among the targets {self.targets}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected a number in [0, 1), got {self.ema_decay!r}")
         if not (math.isfinite(self.distance_noise) and self.distance_noise >= 0.0):

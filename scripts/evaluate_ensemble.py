@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 # what makes two runs one task: they must agree on these (seeds, init and schedule may not)
-TASK_FIELDS = ("targets", "classification", "where", "max_z", "split", "split_seed",
-               "labels")
+TASK_FIELDS = ("targets", "classification", "where", "target_where", "max_z", "split",
+               "split_seed", "labels")
 
 
 def run_config(run: Path, store: str) -> Any:

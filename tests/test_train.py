@@ -194,6 +194,42 @@ def test_run_directory_and_multi_target(tmp_path) -> None:
     assert sum(len(v) for v in split.values()) == 60
 
 
+def test_target_where_masks_one_target_only(tmp_path) -> None:
+    """A per-target filter removes that target's values outside its condition (they are
+    missing, not zero) and keeps the structures for the other targets."""
+    from fastgap.training.run import prepare_data
+
+    data = _data()
+    gap = np.asarray(data.properties["band_gap_eV"])
+    assert 0 < (gap == 0).sum() < len(gap)
+    cfg = _config(tmp_path, targets=["band_gap_eV", "is_metal"],
+                  target_where={"band_gap_eV": "band_gap_eV > 0"})
+    dataset, split = prepare_data(cfg, data)
+    col = dataset.targets[:, 0].numpy()
+    np.testing.assert_array_equal(np.isnan(col), gap == 0)
+    np.testing.assert_allclose(col[gap > 0], gap[gap > 0], rtol=1e-6)
+    assert not torch.isnan(dataset.targets[:, 1]).any()
+    plain, plain_split = prepare_data(replace(cfg, target_where={}), data)
+    assert {k: list(v) for k, v in split.items()} == {k: list(v) for k, v in plain_split.items()}
+    out = train(cfg, data)
+    metrics = json.loads((out / "metrics.json").read_text())["test"]["no_tta"]
+    test = np.asarray(split["test"])
+    assert metrics["band_gap_eV"]["n"] == int((gap[test] > 0).sum())
+    assert metrics["is_metal"]["n"] == len(test)
+    saved = json.loads((out / "config.json").read_text())["target_where"]
+    assert saved == {"band_gap_eV": "band_gap_eV > 0"}
+
+
+@pytest.mark.parametrize("value, error, match", [
+    ({"formation_energy": "x > 0"}, ValueError, r"target_where: \['formation_energy'\] are not"),
+    ({"band_gap_eV": 0}, TypeError, "target_where: expected a table"),
+    ("band_gap_eV > 0", TypeError, "target_where: expected a table"),
+])
+def test_target_where_is_validated(tmp_path, value, error, match) -> None:
+    with pytest.raises(error, match=match):
+        _config(tmp_path, target_where=value)
+
+
 def test_end_to_end_store_cli_reload(tmp_path) -> None:
     from fastgap.checkpoint import load_model
     from fastgap.cli import main

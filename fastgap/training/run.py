@@ -42,6 +42,10 @@ def prepare_data(config: TrainConfig, featurized: FeaturizedBatch) -> tuple[Stru
     np.maximum.at(zmax, np.repeat(np.arange(len(ptr) - 1), np.diff(ptr)), featurized.numbers)
     keep = select_structures(columns, config.where, zmax, config.max_z)
     dataset = StructureDataset(featurized, config.targets, derived)
+    for j, target in enumerate(config.targets):  # per-target filters: value -> missing
+        if target in config.target_where:
+            ok = select_structures(columns, config.target_where[target], zmax, None)
+            dataset.targets[~torch.as_tensor(ok), j] = float("nan")
     has_target = ~torch.isnan(dataset.targets).all(dim=1).numpy()
     candidates = np.flatnonzero(keep & has_target)
     if int(zmax[candidates].max(initial=0)) > config.model.max_z:
