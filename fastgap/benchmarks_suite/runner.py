@@ -98,8 +98,8 @@ class BenchConfig:
 
 
 # set per task by the suite or by bench flags; an override would change what a task measures
-_FIXED_FIELDS = ("store", "out", "targets", "classification", "where", "max_z", "split_file",
-                 "seed", "threads", "device", "progress")  # the last four: bench flags
+_FIXED_FIELDS = ("store", "out", "targets", "classification", "where", "target_where", "max_z",
+                 "split_file", "seed", "threads", "device", "progress")  # last four: bench flags
 
 
 def _check_overrides(overrides: Any) -> None:
