@@ -177,6 +177,20 @@ def test_bundled_default_model_loads_offline() -> None:
     assert trained_periodicity(bundle)[0] == {"periodic"}  # crystals only, from the card
 
 
+def test_bundled_fast_model_loads_offline() -> None:
+    """`fastgap predict --fast` (with the default model) runs this bundle: one network in
+    both roles, its card's metrics from the fixed test split."""
+    if not (default_bundle_dir("fast") / "card.json").is_file():
+        pytest.skip("no fast model bundle committed yet (scripts/train_fast_model.sh)")
+    fast = load_bundle("fast")
+    assert len(fast.members) == 1 and fast.band_gap[0] is fast.metal[0]
+    assert fast.members[0].model.config.pooling == "attention"  # order-free: no TTA needed
+    assert fast.card["metrics"]["test_split"]["n_test"] > 3000
+    df = predict(EXAMPLES / "mp-149.cif", fast, CFG)
+    assert list(df.columns) == ["id", "band_gap_eV", "p_metal", "band_gap_regressor_eV"]
+    assert trained_periodicity(fast)[0] == {"periodic"}
+
+
 def _water():
     from pymatgen.core import Molecule
 
