@@ -21,7 +21,6 @@ rejects row (id, source, reason). How the regressors and the metal classifiers c
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 import time
@@ -29,26 +28,24 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from fastgap.digest import file_sha256
-from fastgap.domain import (
-    KINDS,
-    PERIODICITY_KEY,
-    check_counts,
-    describe,
-    outside,
-    periodicity_kinds,
-    shared_kinds,
-)
+from fastgap.applicability import trained_max_z, untrained_elements, untrained_periodicity
 from fastgap.ensemble import GAP_TARGET, METAL_TARGET, Bundle, combine, load_bundle, select_members
 from fastgap.features import FeaturizedBatch, FeaturizerConfig
-from fastgap.structures import ELEMENTS, Reject
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
+from fastgap.prediction_files import (
+    Progress,
+    RowWriter,
+    check_out_path,
+    default_rejects_path,
+    resume_progress,
+    run_identity,
+    run_state_path,
+    save_progress,
+)
+from fastgap.structures import Reject
 
 REJECTS_HEADER = ("id", "source", "reason")
 START_METHODS = ("auto", "fork", "spawn")
@@ -174,16 +171,6 @@ def _segments(inputs: Sequence[Any]) -> Iterator[tuple[str, Any]]:
         yield "raw", raw
 
 
-def trained_max_z(bundle: Bundle) -> int:
-    """Largest atomic number every member was trained on (its ``max_z`` filter or embedding)."""
-    limits = []
-    for m in bundle.members:
-        limit = m.meta.get("train_config", {}).get("max_z")
-        embed = int(m.model.config.max_z)
-        limits.append(min(int(limit), embed) if limit else embed)
-    return min(limits)
-
-
 def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool, batch_size: int,
                        precision: str = "fp32", calibrated: bool = True) -> dict[str, np.ndarray]:
     """Output columns (each (S,) float64) for every structure of ``batch``, in order.
@@ -220,56 +207,6 @@ def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool, bat
     return cols
 
 
-def _untrained_elements(batch: FeaturizedBatch, max_z: int) -> tuple[np.ndarray, list[Reject]]:
-    """(S,) bool rows a model can predict; structures with elements above ``max_z`` -> rejects."""
-    zmax = np.zeros(batch.n_structures, dtype=np.int64)
-    if batch.n_atoms:
-        zmax = np.maximum.reduceat(batch.numbers.astype(np.int64), batch.atom_ptr[:-1])
-    keep = zmax <= max_z
-    rejects = [
-        Reject(str(batch.ids[i]), str(batch.sources[i]),
-               f"numbers: element {ELEMENTS[int(zmax[i]) - 1]} (Z={int(zmax[i])}) is outside "
-               f"the model's training elements (Z <= {max_z})")
-        for i in np.flatnonzero(~keep)
-    ]
-    return keep, rejects
-
-
-def trained_periodicity(bundle: Bundle) -> tuple[set[str] | None, list[dict[str, int]]]:
-    """(kinds every member was trained on, or None if any member's is unknown; the counts).
-
-    A member's counts come from its checkpoint metadata, else from the bundle card's
-    provenance entry for its file (`fastgap.ensemble.training_periodicity`).
-    """
-    provenance = bundle.card.get("provenance", {})
-    counts = []
-    for m in bundle.members:
-        found = m.meta.get(PERIODICITY_KEY) or provenance.get(m.path.name, {}).get(PERIODICITY_KEY)
-        counts.append(None if found is None else check_counts(found, f"{m.path.name}: "
-                                                                      f"{PERIODICITY_KEY}"))
-    return shared_kinds(counts), [c for c in counts if c is not None]
-
-
-def _untrained_periodicity(batch: FeaturizedBatch, bundle: Bundle,
-                           keep: np.ndarray) -> tuple[np.ndarray, list[Reject]]:
-    """Rows of ``keep`` whose periodicity kind every member was trained on; the rest of
-    ``keep`` -> rejects naming the kind and the training data (no check when unknown)."""
-    allowed, counts = trained_periodicity(bundle)
-    if allowed is None:
-        return keep, []
-    bad = outside(batch.pbc, allowed) & keep
-    kinds = periodicity_kinds(batch.pbc)
-    trained = ", ".join(k for k in KINDS if k in allowed) or "no"
-    rejects = [
-        Reject(str(batch.ids[i]), str(batch.sources[i]),
-               f"pbc: {KINDS[kinds[i]]} input (pbc {tuple(bool(x) for x in batch.pbc[i])}), "
-               f"but the model was trained on {trained} structures only (training structures "
-               f"per member: {describe(counts)}); --any-periodicity predicts it anyway")
-        for i in np.flatnonzero(bad)
-    ]
-    return keep & ~bad, rejects
-
-
 @dataclass
 class ChunkPrediction:
     """Predictions of one chunk of inputs (rows in input order) and its rejects."""
@@ -292,9 +229,9 @@ def predict_chunk(bundle: Bundle, batch: FeaturizedBatch, rejects: list[Reject],
     resumed run's first run wrote): only the ids and sources of the rows, nothing predicted.
     """
     check_periodicity = options.pop("check_periodicity", True)
-    keep, more = _untrained_elements(batch, trained_max_z(bundle))
+    keep, more = untrained_elements(batch, trained_max_z(bundle))
     if check_periodicity:
-        keep, other = _untrained_periodicity(batch, bundle, keep)
+        keep, other = untrained_periodicity(batch, bundle, keep)
         more += other
     if not keep.all():
         batch = batch.select(np.flatnonzero(keep))
@@ -526,150 +463,6 @@ def predict(structures: Any, model: Any = "default", config: PredictConfig | Non
         warnings.warn(f"{len(rejects)} input(s) rejected, first: {rejects[0].source}: "
                       f"{rejects[0].reason}; see df.attrs['rejects']", UserWarning, stacklevel=2)
     return df
-
-
-def check_out_path(path: Path) -> None:
-    if path.suffix.lower() not in (".csv", ".parquet"):
-        raise ValueError(f"out: expected a .csv or .parquet path, got {str(path)!r}")
-
-
-class RowWriter:
-    """Append DataFrame chunks to CSV or Parquet (by suffix); the file appears on success.
-
-    Rows go to ``<path>.partial`` first; ``append=True`` continues an existing partial CSV
-    file, whose header the caller (`predict_to_file`, which refuses Parquet) has checked.
-    """
-
-    def __init__(self, path: Path, columns: list[str], append: bool = False) -> None:
-        check_out_path(path)
-        self.path, self.columns = path, columns
-        self.partial = partial_path(path)
-        self._parquet = path.suffix.lower() == ".parquet"
-        self._append = append
-        self._writer: Any = None
-        self._rows = 0
-
-    def __enter__(self) -> Self:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self._parquet:
-            self._writer = self.partial.open("a" if self._append else "w", newline="",
-                                             encoding="utf-8")
-            if not self._append:
-                self._writer.write(",".join(self.columns) + "\n")
-        return self
-
-    def write(self, frame: Any) -> None:
-        frame = frame[self.columns]
-        if not self._parquet:
-            frame.to_csv(self._writer, header=False, index=False, lineterminator="\n")
-            self._writer.flush()  # whole chunks reach the file: what a resumed run reads
-            return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.partial, table.schema)
-        if len(frame) or self._rows == 0:
-            self._writer.write_table(table)
-        self._rows += len(frame)
-
-    def tell(self) -> int:
-        """Bytes of the CSV written so far (every row flushed)."""
-        return self._writer.tell()
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is None and self._parquet and self._writer is None:
-            import pandas as pd
-
-            empty = {c: pd.Series(dtype=object if c == "id" else float) for c in self.columns}
-            self.write(pd.DataFrame(empty))
-        if self._writer is not None:
-            self._writer.close()
-        if exc_type is None and self._writer is not None:
-            self.partial.replace(self.path)
-
-
-def partial_path(out: Path) -> Path:
-    """Where rows are written until the run completes: ``preds.csv.partial``."""
-    return out.with_name(out.name + ".partial")
-
-
-def run_state_path(out: Path) -> Path:
-    """The model, settings and progress of an unfinished run: ``preds.csv.partial.json``."""
-    return out.with_name(out.name + ".partial.json")
-
-
-def run_identity(bundle: Bundle, config: PredictConfig, columns: list[str],
-                 items: list[Any]) -> dict[str, Any]:
-    """What a resumed run must share with the first: fastgap version, member files
-    (sha256), the settings that change the numbers, the chunking and the inputs."""
-    import hashlib
-
-    from fastgap._version import __version__
-
-    members = [{"file": m.path.name, "sha256": file_sha256(m.path)}
-               for m in bundle.members]
-    inputs = hashlib.sha256("\n".join(str(i) for i in items).encode()).hexdigest()
-    return {"fastgap_version": __version__, "model": str(bundle.source), "members": members,
-            "settings": config.output_settings(), "columns": columns,
-            "chunk_size": config.chunk_size, "inputs_sha256": inputs}
-
-
-@dataclass
-class Progress:
-    """Committed part of a run: whole chunks, and the file sizes right after them."""
-
-    chunks: int = 0
-    rows_bytes: int = 0
-    rejects_bytes: int = 0
-    inputs: int = 0
-
-
-def save_progress(out: Path, identity: dict[str, Any], progress: Progress) -> None:
-    """Write the run state atomically (a kill leaves the previous state or this one)."""
-    path = run_state_path(out)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"run": identity, "progress": vars(progress)}, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def resume_progress(out: Path, rejects_path: Path, identity: dict[str, Any]) -> Progress | None:
-    """The committed progress of the unfinished run at ``out`` (None: nothing to resume, a
-    fresh run), after checking it ran with the same model, settings and inputs. The rows
-    and rejects files are cut back to the last committed chunk."""
-    partial, state_path = partial_path(out), run_state_path(out)
-    if not partial.exists():
-        if out.exists():
-            raise ValueError(f"resume: {out} is complete, nothing to resume (remove it, or "
-                             f"drop --resume, to predict again)")
-        return None
-    if not state_path.exists():
-        raise ValueError(f"resume: {state_path} is missing, so the model and settings that "
-                         f"wrote {partial} are unknown; drop --resume to start again")
-    state = json.loads(state_path.read_text())
-    saved = state["run"]
-    diff = [k for k in identity if saved.get(k) != identity[k]]
-    if diff:
-        detail = "; ".join(f"{k}: {saved.get(k)!r} then, {identity[k]!r} now" for k in diff)
-        raise ValueError(f"resume: {partial} was written with other {', '.join(diff)} "
-                         f"({detail}); resume with the same model, options and inputs or "
-                         f"drop --resume")
-    progress = Progress(**state["progress"])
-    for path, size in ((partial, progress.rows_bytes), (rejects_path, progress.rejects_bytes)):
-        have = path.stat().st_size if path.exists() else -1
-        if have < size:
-            raise ValueError(f"resume: {path} holds {max(have, 0)} bytes, fewer than the "
-                             f"{size} the first run committed; drop --resume to start again")
-        if have > size:
-            os.truncate(path, size)  # rows of a chunk that was not committed are redone
-    return progress
-
-
-def default_rejects_path(out: str | Path) -> Path:
-    """``preds.csv`` -> ``preds.rejects.csv`` (next to the output)."""
-    out = Path(out)
-    return out.with_name(out.name.removesuffix(out.suffix) + ".rejects.csv")
 
 
 def predict_to_file(

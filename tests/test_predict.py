@@ -12,7 +12,8 @@ import pytest
 
 from fastgap.ensemble import BUNDLE_FORMAT, combine, default_bundle_dir, load_bundle
 from fastgap.features import FeaturizerConfig
-from fastgap.screening import PredictConfig, predict, predict_to_file, trained_periodicity
+from fastgap.applicability import trained_periodicity
+from fastgap.screening import PredictConfig, predict, predict_to_file
 
 DATA = Path(__file__).parent / "data" / "predict"
 EXAMPLES = Path(__file__).parents[1] / "fastgap" / "examples" / "cifs"
