@@ -64,8 +64,8 @@ def random_ensemble(out: Path, n_gap: int = 5) -> Path:
     """A bundle of the bundled architecture with random weights (seeded)."""
     import torch
 
+    from fastgap.bundle_card import pack_bundle
     from fastgap.checkpoint import save_model
-    from fastgap.ensemble import pack_bundle
     from fastgap.model import FastGapModel, ModelConfig
 
     gap = ModelConfig(embed_dim=64, atom_hidden=96, struct_hidden=96, distance_encoding="rbf",

@@ -54,7 +54,7 @@ def trained_periodicity(bundle: Bundle) -> tuple[set[str] | None, list[dict[str,
     """(kinds every member was trained on, or None if any member's is unknown; the counts).
 
     A member's counts come from its checkpoint metadata, else from the bundle card's
-    provenance entry for its file (`fastgap.ensemble.training_periodicity`).
+    provenance entry for its file (`fastgap.bundle_card.training_periodicity`).
     """
     provenance = bundle.card.get("provenance", {})
     counts = []

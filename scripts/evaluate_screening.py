@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--card: the card describes the full fp32 bundle; drop --members/--precision")
     if args.part != "test" and (args.card or args.results):
         p.error("--card / --results report the test split; drop them with --part val")
-    from fastgap.ensemble import load_bundle, select_members, write_model_card
+    from fastgap.bundle_card import write_model_card
+    from fastgap.ensemble import load_bundle, select_members
     from fastgap.screening import predict_featurized
 
     bundle = select_members(load_bundle(args.model), args.members)

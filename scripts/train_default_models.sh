@@ -6,7 +6,7 @@
 #   starts from the first pretrained seed)
 #   2. train the band-gap regressors, one per seed          (fastgap train, gaps > 0)
 #   3. train the metal / non-metal classifier(s)            (fastgap train, target is_metal)
-#   4. pack them into a bundle with card.json               (fastgap.ensemble.pack_bundle)
+#   4. pack them into a bundle with card.json               (fastgap.bundle_card.pack_bundle)
 #   5. fit the ensemble-std scale on the validation split, evaluate on the fixed test split,
 #      write both into the card and MODEL_CARD.md
 # Finished runs (a run directory with metrics.json) are kept and interrupted ones continue
@@ -146,7 +146,8 @@ COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basenam
   "${gap_runs[@]}" "${metal_runs[@]}" <<'PY'
 import datetime, hashlib, sys
 from pathlib import Path
-from fastgap.ensemble import COMBINATION_RULE, pack_bundle
+from fastgap.bundle_card import pack_bundle
+from fastgap.ensemble import COMBINATION_RULE
 bundle, data, split, command, limit, max_z, n_gap, *runs = sys.argv[1:]
 gap, metal = runs[: int(n_gap)], runs[int(n_gap):]
 sha = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()

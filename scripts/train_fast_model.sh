@@ -53,7 +53,8 @@ COMMAND="CONFIG=$(basename "$CONFIG") LIMIT=$LIMIT EPOCHS=${EPOCHS:-config} SEED
 "$PYTHON" - "$BUNDLE" "$DATA" "$SPLIT" "$COMMAND" "$LIMIT" "$MAX_Z" "$RUN" <<'PY'
 import datetime, hashlib, sys
 from pathlib import Path
-from fastgap.ensemble import COMBINATION_RULE, pack_bundle
+from fastgap.bundle_card import pack_bundle
+from fastgap.ensemble import COMBINATION_RULE
 bundle, data, split, command, limit, max_z, run = sys.argv[1:]
 sha = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()
 card = {

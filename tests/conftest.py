@@ -11,7 +11,8 @@ from types import ModuleType
 
 import pytest
 
-from fastgap.ensemble import load_bundle, pack_bundle
+from fastgap.bundle_card import pack_bundle
+from fastgap.ensemble import load_bundle
 from fastgap.features import FeaturizerConfig, featurize_structures
 from fastgap.model import ModelConfig
 from fastgap.readers import read_structures

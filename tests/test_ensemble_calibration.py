@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastgap.bundle_card import write_model_card
 from fastgap.ensemble import (
     CARD_NAME,
     check_std_scale,
@@ -18,7 +19,6 @@ from fastgap.ensemble import (
     mixture_median,
     select_members,
     within,
-    write_model_card,
 )
 from fastgap.screening import PredictConfig, predict
 

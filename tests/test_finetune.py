@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from fastgap.bundle_card import pack_bundle, write_model_card
 from fastgap.checkpoint import load_model
 from fastgap.data import synthetic_featurized
-from fastgap.ensemble import pack_bundle, write_model_card
 from fastgap.model import FastGapModel, ModelConfig, predict_batch
 from fastgap.train import TrainConfig, train
 from fastgap.training.finetune import initialise

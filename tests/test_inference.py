@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
+from fastgap.bundle_card import pack_bundle
 from fastgap.checkpoint import save_model
 from fastgap.data import BucketBatchSampler, StructureDataset, make_loader, synthetic_featurized
-from fastgap.ensemble import Bundle, load_bundle, pack_bundle, select_members
+from fastgap.ensemble import Bundle, load_bundle, select_members
 from fastgap.inference import identity_view, order_free, predict_members
 from fastgap.model import FastGapModel, ModelConfig, predict_dataset
 from fastgap.screening import PredictConfig, predict

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fastgap.applicability import trained_periodicity
 from fastgap.ensemble import BUNDLE_FORMAT, combine, default_bundle_dir, load_bundle
 from fastgap.features import FeaturizerConfig
-from fastgap.applicability import trained_periodicity
 from fastgap.screening import PredictConfig, predict, predict_to_file
 
 DATA = Path(__file__).parent / "data" / "predict"
@@ -353,9 +353,9 @@ def test_a_model_of_another_property_writes_only_its_columns(tmp_path: Path) -> 
 def test_one_network_serves_both_roles(tmp_path: Path) -> None:
     """A checkpoint predicting band gap and is_metal, packed in both roles, is one file and
     one member: it runs once, and its two outputs are the screening columns."""
+    from fastgap.bundle_card import pack_bundle
     from fastgap.checkpoint import load_model
     from fastgap.data import StructureDataset
-    from fastgap.ensemble import pack_bundle
     from fastgap.features import featurize_structures
     from fastgap.model import ModelConfig, predict_dataset
     from fastgap.readers import read_structures
