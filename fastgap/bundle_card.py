@@ -24,6 +24,27 @@ from fastgap.domain import (
 )
 from fastgap.ensemble import BUNDLE_FORMAT, CARD_NAME, check_std_scale, load_bundle
 
+MP_GAP36K = ("mp_gap36k: Materials Project (VASP PBE / PBE+U) band gaps, CGCNN id list, "
+             "retrieved about 2020; CC BY 4.0")
+
+
+def source_fields(data: str | Path, split: str | Path, limit: int,
+                  description: str = MP_GAP36K) -> dict[str, Any]:
+    """The card fields every bundle script writes alike: the training data (path, sha256,
+    records used, ``description``), the split file (name, sha256), the combination rule and
+    today's date (``limit`` 0 = all records)."""
+    import datetime
+
+    from fastgap.ensemble import COMBINATION_RULE
+
+    return {
+        "data": {"path": str(data), "sha256": file_sha256(Path(data)),
+                 "records_used": int(limit) or "all", "description": description},
+        "split": {"path": Path(split).name, "sha256": file_sha256(Path(split))},
+        "combination_rule": COMBINATION_RULE,
+        "date": datetime.date.today().isoformat(),
+    }
+
 
 def pack_bundle(
     out: str | Path,

@@ -49,15 +49,12 @@ FT_SEEDS="${FT_SEEDS:-}"           # fine-tuned regressors, N or N:P each (runs 
 CLS_FT_SEEDS="${CLS_FT_SEEDS:-}"   # fine-tuned CLS_CONFIG classifiers, N or N:P (metal_ft_seedN)
 CLS_FT_SEEDS_B="${CLS_FT_SEEDS_B:-}"  # fine-tuned CLS_CONFIG_B classifiers (metal_b_ft_seedN)
 
+source "$REPO/scripts/bundle_common.sh"
 mkdir -p "$WORK"
 INPUT="$DATA"
 if [ "$LIMIT" -gt 0 ]; then
   INPUT="$WORK/first_${LIMIT}.jsonl"
-  "$PYTHON" - "$DATA" "$INPUT" "$LIMIT" <<'PY'
-import gzip, itertools, sys
-with gzip.open(sys.argv[1], "rt") as src, open(sys.argv[2], "w") as dst:
-    dst.writelines(itertools.islice(src, int(sys.argv[3])))
-PY
+  first_records "$DATA" "$INPUT" "$LIMIT"
 fi
 STORE="$WORK/store"
 "$FASTGAP" featurize "$INPUT" --out "$STORE" --workers "$WORKERS" --no-progress
@@ -144,22 +141,14 @@ done
 COMMAND="GAP_CONFIG=$(basename "$GAP_CONFIG") CLS_CONFIG=${CLS_CONFIG:+$(basename "$CLS_CONFIG")} LIMIT=$LIMIT EPOCHS=$EPOCHS CLS_EPOCHS=$CLS_EPOCHS PATIENCE=$PATIENCE BATCH_SIZE=$BATCH_SIZE MAX_Z=$MAX_Z SEEDS='$SEEDS' CLS_SEEDS='$CLS_SEEDS'${CLS_CONFIG_B:+ CLS_CONFIG_B=$(basename "$CLS_CONFIG_B") CLS_SEEDS_B='$CLS_SEEDS_B'}${PRETRAIN_CONFIG:+ PRETRAIN_CONFIG=$(basename "$PRETRAIN_CONFIG") PRETRAIN_SEEDS='$PRETRAIN_SEEDS' FT_LR=$FT_LR FT_EPOCHS=$FT_EPOCHS FT_SEEDS='$FT_SEEDS' CLS_FT_SEEDS='$CLS_FT_SEEDS' CLS_FT_SEEDS_B='$CLS_FT_SEEDS_B'} scripts/train_default_models.sh"
 "$PYTHON" - "$BUNDLE" "$DATA" "$SPLIT" "$COMMAND" "$LIMIT" "$MAX_Z" "${#gap_runs[@]}" \
   "${gap_runs[@]}" "${metal_runs[@]}" <<'PY'
-import datetime, hashlib, sys
-from pathlib import Path
-from fastgap.bundle_card import pack_bundle
-from fastgap.ensemble import COMBINATION_RULE
+import sys
+from fastgap.bundle_card import pack_bundle, source_fields
 bundle, data, split, command, limit, max_z, n_gap, *runs = sys.argv[1:]
 gap, metal = runs[: int(n_gap)], runs[int(n_gap):]
-sha = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()
 card = {
     "name": "fastgap default screening ensemble",
-    "data": {"path": data, "sha256": sha(data), "records_used": int(limit) or "all",
-             "description": "mp_gap36k: Materials Project (VASP PBE / PBE+U) band gaps, CGCNN "
-                            "id list, retrieved about 2020; CC BY 4.0"},
-    "split": {"path": Path(split).name, "sha256": sha(split)},
+    **source_fields(data, split, int(limit)),
     "filters": {"band_gap": f"band_gap_eV > 0, max_z {max_z}", "metal": f"all, max_z {max_z}"},
-    "combination_rule": COMBINATION_RULE,
-    "date": datetime.date.today().isoformat(),
     "command": command,
 }
 print(pack_bundle(bundle, gap, metal, card))

@@ -26,16 +26,13 @@ SEED="${SEED:-0}"
 MAX_Z="${MAX_Z:-85}"
 RESULTS="${RESULTS:-}"    # e.g. benchmarks/RESULTS.md: write the test metrics there too
 
+source "$REPO/scripts/bundle_common.sh"
 mkdir -p "$WORK"
 if [ ! -f "$STORE/zarr.json" ]; then
   INPUT="$DATA"
   if [ "$LIMIT" -gt 0 ]; then
     INPUT="$WORK/first_${LIMIT}.jsonl"
-    "$PYTHON" - "$DATA" "$INPUT" "$LIMIT" <<'PY'
-import gzip, itertools, sys
-with gzip.open(sys.argv[1], "rt") as src, open(sys.argv[2], "w") as dst:
-    dst.writelines(itertools.islice(src, int(sys.argv[3])))
-PY
+    first_records "$DATA" "$INPUT" "$LIMIT"
   fi
   "$FASTGAP" featurize "$INPUT" --out "$STORE" --workers 2 --no-progress
 fi
@@ -51,22 +48,14 @@ fi
 
 COMMAND="CONFIG=$(basename "$CONFIG") LIMIT=$LIMIT EPOCHS=${EPOCHS:-config} SEED=$SEED MAX_Z=$MAX_Z scripts/train_fast_model.sh"
 "$PYTHON" - "$BUNDLE" "$DATA" "$SPLIT" "$COMMAND" "$LIMIT" "$MAX_Z" "$RUN" <<'PY'
-import datetime, hashlib, sys
-from pathlib import Path
-from fastgap.bundle_card import pack_bundle
-from fastgap.ensemble import COMBINATION_RULE
+import sys
+from fastgap.bundle_card import pack_bundle, source_fields
 bundle, data, split, command, limit, max_z, run = sys.argv[1:]
-sha = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()
 card = {
     "name": "fastgap fast screening model (one network: band gap and p_metal)",
-    "data": {"path": data, "sha256": sha(data), "records_used": int(limit) or "all",
-             "description": "mp_gap36k: Materials Project (VASP PBE / PBE+U) band gaps, CGCNN "
-                            "id list, retrieved about 2020; CC BY 4.0"},
-    "split": {"path": Path(split).name, "sha256": sha(split)},
+    **source_fields(data, split, int(limit)),
     "filters": {"band_gap": f"band_gap_eV > 0 (target_where of the config), max_z {max_z}",
                 "metal": f"all, max_z {max_z} (the same network's is_metal output)"},
-    "combination_rule": COMBINATION_RULE,
-    "date": datetime.date.today().isoformat(),
     "command": command,
 }
 print(pack_bundle(bundle, [run], [run], card))
