@@ -42,11 +42,19 @@ CASES: dict[str, dict] = {
     "spawn workers (previous start)": {"start_method": "spawn"},
     "--no-tta": {"tta": False},
     "--precision bf16": {"precision": "bf16"},
+    "--precision int8": {"precision": "int8"},
     "--members 1": {"members": 1},
     "--members 1 --precision bf16 --no-tta": {"members": 1, "precision": "bf16",
                                               "tta": False},
-    # `fastgap predict --fast`: the bundled one-network model (runs when it is installed)
-    "--fast (model fast, bf16)": {"model": "fast", "precision": "bf16", "tta": False},
+    "--members 1 --precision int8 --no-tta": {"members": 1, "precision": "int8",
+                                              "tta": False},
+    # `fastgap predict --fast`: the bundled one-network model (runs when it is installed) at
+    # each precision; --fast itself picks bf16 on CPUs with native bfloat16, else int8
+    "--model fast --no-tta (fp32)": {"model": "fast", "tta": False},
+    "--model fast --no-tta --precision bf16": {"model": "fast", "precision": "bf16",
+                                               "tta": False},
+    "--model fast --no-tta --precision int8": {"model": "fast", "precision": "int8",
+                                               "tta": False},
 }
 
 
@@ -126,6 +134,8 @@ def stages(cifs: Path, spec: str, repeats: int) -> list[tuple[str, float]]:
                     model(b)
         return run
 
+    from fastgap.inference import quantized
+
     tta, ident = loader(True), loader(False)
     cases = [
         ("parse + featurize (CIF text -> features)",
@@ -135,6 +145,7 @@ def stages(cifs: Path, spec: str, repeats: int) -> list[tuple[str, float]]:
         ("collate, identity order", lambda: loader(False)),
         ("forward: one regressor, fp32", forward(gap, ident)),
         ("forward: one regressor, bf16", forward(gap, ident, True)),
+        ("forward: one regressor, int8", forward(quantized(gap), ident)),
         ("forward: classifier, every order (TTA)", forward(cls, tta)),
         ("forward: classifier, identity order", forward(cls, ident)),
         ("forward: classifier, bf16, identity order", forward(cls, ident, True)),
@@ -144,6 +155,8 @@ def stages(cifs: Path, spec: str, repeats: int) -> list[tuple[str, float]]:
          lambda: predict_members(models, ds, tta=True)),
         ("predict_members: every member, bf16",
          lambda: predict_members(models, ds, precision="bf16")),
+        ("predict_members: every member, int8",
+         lambda: predict_members(models, ds, precision="int8")),
     ]
     return [(name, 1e6 * _median_time(fn, repeats) / n) for name, fn in cases]
 

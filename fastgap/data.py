@@ -147,6 +147,9 @@ class StructureDataset(torch.utils.data.Dataset):
     with ``nbr_indices`` in the data, round-2 rows are shared under the refined key.
     ``neighbour_rows=False`` skips the round-2 rows even when the data has ``nbr_indices``
     (inference with ``rounds=1`` models only, which give the same numbers without them).
+    ``orders=False`` skips the axis-swap orders: every structure has one sequence, its
+    atoms in stored order (inference with order-free pooling only, ``"attention"`` /
+    ``"mean"``, whose outputs do not depend on the order beyond float rounding).
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class StructureDataset(torch.utils.data.Dataset):
         *,
         share_equivalent: bool = True,
         neighbour_rows: bool = True,
+        orders: bool = True,
     ) -> None:
         derived = derived or {}
         ptr = np.asarray(featurized.atom_ptr, dtype=np.int64)
@@ -180,7 +184,12 @@ class StructureDataset(torch.utils.data.Dataset):
         dist = np.asarray(featurized.nbr_distances, dtype=np.float32)
         self.distances = torch.as_tensor(np.concatenate([zeros, dist], axis=1))  # (A, 1+k)
         self.lengths = torch.as_tensor(np.asarray(featurized.nbr_counts, dtype=np.int64) + 1)
-        orders, keep = atom_orders(featurized.frac_coords, ptr, featurized.pbc)
+        struct_of_atom = np.repeat(np.arange(n_struct, dtype=np.int64), np.diff(ptr))
+        if orders:
+            orders, keep = atom_orders(featurized.frac_coords, ptr, featurized.pbc)
+        else:  # one sequence per structure: the stored atom order
+            orders = (np.arange(len(centre), dtype=np.int64) - ptr[:-1][struct_of_atom])[None]
+            keep = np.ones((n_struct, 1), dtype=bool)
         if share_equivalent:
             is_rep, slot = shared_rows(
                 self.numbers.numpy(), self.distances.numpy(), self.lengths.numpy(), ptr
@@ -188,7 +197,6 @@ class StructureDataset(torch.utils.data.Dataset):
         else:  # every atom keeps its own row
             is_rep = np.ones(len(centre), dtype=bool)
             slot = np.arange(len(centre), dtype=np.int64) - np.repeat(ptr[:-1], np.diff(ptr))
-        struct_of_atom = np.repeat(np.arange(n_struct, dtype=np.int64), np.diff(ptr))
         self.rep_ptr = _row_ptr(is_rep, struct_of_atom, n_struct)
         self.round_ptr = self.round_entries = None
         if neighbour_rows and featurized.nbr_indices is not None:

@@ -13,15 +13,28 @@ gives the same output up to float rounding of the sum and averaging them is wast
 Such models read only the identity order of each structure; the others read every order
 when ``tta`` is on. See ``tests/test_inference.py`` for the check against full averaging.
 
-Precision: ``"fp32"`` (the default, the numbers of the model card) or ``"bf16"``, CPU
-autocast to bfloat16 for the LSTMs and Linears (faster on CPUs with AVX-512 BF16, with an
-accuracy change that is measured and reported in benchmarks/RESULTS.md, ``## Screening``).
+Precision (`PRECISIONS`):
+
+- ``"fp32"``: the default, the numbers of the model card.
+- ``"bf16"``: CPU autocast to bfloat16 for the LSTMs and Linears. Faster only on CPUs with
+  native bfloat16 arithmetic (AVX-512 BF16 or AMX); elsewhere it is emulated and slower
+  than fp32 (both measured in benchmarks/RESULTS.md, ``## Screening``).
+- ``"int8"``: dynamic int8 quantization of the LSTM and Linear weights
+  (``torch.ao.quantization.quantize_dynamic``; activations are quantized per batch at run
+  time), on a copy of each model made once per process. Faster than fp32 on CPUs with
+  AVX2 / AVX-512 VNNI integer dot products; its accuracy change is measured in the same
+  section.
+- ``"auto"``: `resolve_precision` picks ``"bf16"`` where the CPU has native bfloat16,
+  else ``"int8"``.
+
 Outputs are always float64 in the targets' units.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,8 +43,12 @@ import torch
 
 from fastgap.data import Batch, BucketBatchSampler, StructureDataset, make_loader
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8", "auto")
 ORDER_FREE_POOLINGS = ("attention", "mean")
+# one int8 copy per float model and process, made on first use
+_QUANTIZED: weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def check_precision(precision: Any) -> str:
@@ -39,6 +56,41 @@ def check_precision(precision: Any) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     return precision
+
+
+def native_bf16() -> bool:
+    """True when this CPU has bfloat16 arithmetic in hardware (AVX-512 BF16 or AMX-BF16)."""
+    try:
+        caps = torch._C._cpu._get_cpu_capability()
+    except (AttributeError, RuntimeError):  # a torch without the query: assume not
+        return False
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def resolve_precision(precision: str) -> str:
+    """``precision`` with ``"auto"`` replaced by ``"bf16"`` (native bfloat16) or ``"int8"``."""
+    check_precision(precision)
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16() else "int8"
+
+
+def quantized(model: torch.nn.Module) -> torch.nn.Module:
+    """An int8 copy of ``model`` (LSTM and Linear weights; dynamic activations), cached.
+
+    The copy runs the model's own ``forward``; ``model`` itself is not changed.
+    """
+    core = _core(model)
+    copy = _QUANTIZED.get(core)
+    if copy is None:
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():  # the eager API's notice about its successor
+            warnings.simplefilter("ignore")
+            copy = quantize_dynamic(core, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+        copy.eval()
+        _QUANTIZED[core] = copy
+    return copy
 
 
 def _core(model: torch.nn.Module) -> torch.nn.Module:
@@ -69,9 +121,12 @@ def identity_view(batch: Batch) -> Batch:
 
 
 def _forward(model: torch.nn.Module, batch: Batch, precision: str) -> np.ndarray:
-    """(B, n_outputs) float64 in original units."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        out = model(batch)
+    """(B, n_outputs) float64 in original units; ``precision`` already resolved."""
+    if precision == "int8":
+        out = quantized(model)(batch)
+    else:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(batch)
     return _core(model).denormalize(out.float()).numpy()
 
 
@@ -100,7 +155,7 @@ def predict_members(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-    check_precision(precision)
+    precision = resolve_precision(precision)
     if indices is None:
         indices = np.arange(len(dataset))
     indices = np.asarray(indices, dtype=np.int64)

@@ -201,13 +201,23 @@ class FastGapModel(nn.Module):
         """
         valid = torch.arange(numbers.shape[1], device=numbers.device) < lengths[:, None]
         numbers = numbers * valid
-        emb = self.embed(numbers)  # (N, L, E)
-        if self.config.element_features == "physical":
-            emb = emb + self.element_proj(self.element_table[numbers])  # (N, L, F) -> (N, L, E)
+        emb = self.element_vectors()[numbers]  # (Z + 1, E) -> (N, L, E)
         enc = self.distance_encoding(distances, valid)
         if self.config.distance_encoding == "inverse":
             return emb * enc.to(emb.dtype)
         return torch.cat([emb, enc.to(emb.dtype)], dim=-1)  # (N, L, E + bins)
+
+    def element_vectors(self) -> torch.Tensor:
+        """(max_z + 1, E) one vector per element, row 0 (padding) zero.
+
+        The learned embedding, plus (``element_features="physical"``) the linear map of the
+        descriptor table. Computed once per forward for the whole table and then gathered,
+        which equals mapping every entry's descriptors (the map is linear, per row).
+        """
+        table = self.embed.weight
+        if self.config.element_features == "physical":
+            table = table + self.element_proj(self.element_table)  # (Z + 1, F) -> (Z + 1, E)
+        return table
 
     def distance_encoding(self, distances: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """(N, L) float Å and (N, L) bool valid -> (N, L, 1) 1/distance or (N, L, bins) rbf.

@@ -64,8 +64,10 @@ class PredictConfig:
         tta: average each order-dependent model (LSTM pooling) over the distinct axis-swap
             atom orders of a structure; order-free models ("attention"/"mean" pooling) give
             the same numbers for every order and read only one (`fastgap.inference`).
-        precision: "fp32" (the model card's numbers) or "bf16" (CPU autocast, faster, with
-            the accuracy change reported in benchmarks/RESULTS.md).
+        precision: "fp32" (the model card's numbers), "bf16" (CPU autocast; faster only on
+            CPUs with native bfloat16), "int8" (dynamic quantization) or "auto" (bf16 where
+            native, else int8; resolved when the config is made), see `fastgap.inference`;
+            accuracy changes in benchmarks/RESULTS.md.
         members: use only the first ``members`` band-gap regressors and as many classifiers
             (0 = all); 1 is the fast mode (no ``band_gap_std_eV``); fewer regressors than
             all report an uncalibrated std.
@@ -104,14 +106,14 @@ class PredictConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        from fastgap.inference import check_precision
+        from fastgap.inference import resolve_precision
 
         for name, low in (("workers", 0), ("batch_size", 1), ("chunk_size", 1), ("threads", 0),
                           ("members", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
-        check_precision(self.precision)
+        self.precision = resolve_precision(self.precision)  # a resumed run keeps the concrete one
         if self.start_method not in START_METHODS:
             raise ValueError(f"start_method: expected one of {START_METHODS}, "
                              f"got {self.start_method!r}")
@@ -179,13 +181,15 @@ def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool, bat
     (`fastgap.inference.predict_members`); ``calibrated`` applies ``bundle.std_scale``.
     """
     from fastgap.data import StructureDataset
-    from fastgap.inference import predict_members
+    from fastgap.inference import order_free, predict_members
 
     n = batch.n_structures
     members = bundle.members
-    # built once, shared by every member; round-2 rows only if some member reads them
-    dataset = StructureDataset(batch, neighbour_rows=any(m.model.config.rounds > 1
-                                                         for m in members))
+    # built once, shared by every member; round-2 rows only if some member reads them, the
+    # axis-swap orders only if some member's pooling reads the atoms in order
+    dataset = StructureDataset(batch,
+                               neighbour_rows=any(m.model.config.rounds > 1 for m in members),
+                               orders=not all(order_free(m.model) for m in members))
     outs = predict_members([m.model for m in members], dataset, tta=tta,
                            batch_size=batch_size, precision=precision)
     preds = {id(m): out for m, out in zip(members, outs)}

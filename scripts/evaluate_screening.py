@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="directory for metrics.json and parity.png")
     p.add_argument("--max-z", type=int, default=85)
     p.add_argument("--no-tta", action="store_true")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "auto"])
     p.add_argument("--members", type=int, default=0, help="first N regressors (0 = all)")
     p.add_argument("--calibrate", action="store_true",
                    help="fit the std factor on the validation split first")

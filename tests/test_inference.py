@@ -14,7 +14,14 @@ from fastgap.bundle_card import pack_bundle
 from fastgap.checkpoint import save_model
 from fastgap.data import BucketBatchSampler, StructureDataset, make_loader, synthetic_featurized
 from fastgap.ensemble import Bundle, load_bundle, select_members
-from fastgap.inference import identity_view, order_free, predict_members
+from fastgap.inference import (
+    identity_view,
+    native_bf16,
+    order_free,
+    predict_members,
+    quantized,
+    resolve_precision,
+)
 from fastgap.model import FastGapModel, ModelConfig, predict_dataset
 from fastgap.screening import PredictConfig, predict
 
@@ -104,6 +111,22 @@ def test_identity_view_keeps_the_first_order_of_each_structure(dataset) -> None:
     assert identity_view(ident) is ident
 
 
+@pytest.mark.parametrize("pooling", ["attention", "mean"])
+def test_order_free_members_need_no_axis_swap_orders(pooling: str) -> None:
+    featurized = synthetic_featurized(40, np.random.default_rng(3), max_atoms=9)
+    every, stored = StructureDataset(featurized), StructureDataset(featurized, orders=False)
+    assert every.n_variants.max() > 1 and stored.n_variants.max() == 1
+    model = _model(7, pooling)
+    (a,) = predict_members([model], every, tta=True)
+    (b,) = predict_members([model], stored, tta=True)
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    # an order-dependent model reads other numbers from the stored order: the orders matter
+    lstm = _model(7, "lstm")
+    (c,) = predict_members([lstm], every, tta=False)
+    (d,) = predict_members([lstm], stored, tta=False)
+    assert np.abs(c - d).max() > 1e-4
+
+
 def test_bf16_is_close_to_fp32_but_not_identical(dataset) -> None:
     model = _model(5, "attention")
     (fp32,) = predict_members([model], dataset)
@@ -111,6 +134,38 @@ def test_bf16_is_close_to_fp32_but_not_identical(dataset) -> None:
     assert bf16.dtype == np.float64
     assert not np.array_equal(fp32, bf16)
     np.testing.assert_allclose(bf16, fp32, rtol=0, atol=0.05)
+
+
+@pytest.mark.parametrize("pooling", ["attention", "lstm"])
+def test_int8_is_close_to_fp32_and_leaves_the_model_float(pooling: str) -> None:
+    # molecules give rows shorter than 20 entries: the quantized LSTMs read packed sequences
+    ds = StructureDataset(synthetic_featurized(40, np.random.default_rng(4), max_atoms=9,
+                                               molecule_fraction=0.5))
+    assert bool((ds.lengths < 20).any())
+    model = _model(6, pooling)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    (fp32,) = predict_members([model], ds)
+    (int8,) = predict_members([model], ds, precision="int8")
+    assert int8.dtype == np.float64 and np.isfinite(int8).all()
+    assert not np.array_equal(fp32, int8)
+    np.testing.assert_allclose(int8, fp32, rtol=0, atol=0.05)
+    # the float model is untouched; the int8 copy is made once and reused
+    assert isinstance(model.atom_lstm, torch.nn.LSTM)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert quantized(model) is quantized(model)
+    assert not isinstance(quantized(model).atom_lstm, torch.nn.LSTM)
+    (again,) = predict_members([model], ds)
+    np.testing.assert_array_equal(again, fp32)
+
+
+def test_auto_precision_follows_the_cpu() -> None:
+    assert resolve_precision("auto") == ("bf16" if native_bf16() else "int8")
+    for concrete in ("fp32", "bf16", "int8"):
+        assert resolve_precision(concrete) == concrete
+    assert PredictConfig(precision="auto").precision in ("bf16", "int8")
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        resolve_precision("fp16")
 
 
 def test_predict_members_bad_arguments(dataset) -> None:
@@ -196,7 +251,8 @@ def test_cli_flags_map_onto_the_config(bundle_dir: Path, tmp_path: Path, monkeyp
     fast = tmp_path / "fast.csv"
     args = parser.parse_args([str(DATA), "--out", str(fast), "--model", str(bundle_dir),
                               "--workers", "0", "--fast", "--no-progress"])
-    assert cli.run(args) == 0 and (args.members, args.precision, args.no_tta) == (1, "bf16", True)
+    assert cli.run(args) == 0
+    assert (args.members, args.precision, args.no_tta) == (1, resolve_precision("auto"), True)
     assert "band_gap_std_eV" not in pd.read_csv(fast).columns
     # with the default model, --fast switches to the bundled one-network model
     args = parser.parse_args([str(DATA), "--out", str(fast), "--fast"])
@@ -205,4 +261,4 @@ def test_cli_flags_map_onto_the_config(bundle_dir: Path, tmp_path: Path, monkeyp
                         lambda inputs, out, config, rejects=None: run_args.append(config))
     assert cli.run(args) == 0
     assert (run_args[0].model, run_args[0].members, run_args[0].precision,
-            run_args[0].tta) == ("fast", 0, "bf16", False)
+            run_args[0].tta) == ("fast", 0, resolve_precision("auto"), False)

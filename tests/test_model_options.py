@@ -51,7 +51,9 @@ def test_checkpoints_from_before_the_options_predict_the_same(name: str, with_in
     data = synthetic_featurized(16, np.random.default_rng(11), molecule_fraction=0.3,
                                 with_indices=with_indices)
     want = np.load(DATA / f"{name}_v0_pred.npy")
-    np.testing.assert_array_equal(predict_batch(model, data, tta=True), want)
+    # recorded on another CPU: float32 kernels round differently between CPUs (about 3e-8
+    # here), so the numbers are compared to well below any change a model option makes
+    np.testing.assert_allclose(predict_batch(model, data, tta=True), want, rtol=0, atol=1e-6)
 
 
 def test_default_config_round_trips_and_adds_no_parameters() -> None:

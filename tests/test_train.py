@@ -220,6 +220,28 @@ def test_target_where_masks_one_target_only(tmp_path) -> None:
     assert saved == {"band_gap_eV": "band_gap_eV > 0"}
 
 
+def test_round_two_rows_are_built_only_for_a_model_that_reads_them(tmp_path) -> None:
+    """With rounds = 1 the dataset skips the round-2 rows, and a model trained on it gives
+    the predictions of the same weights on the dataset with them."""
+    from fastgap.checkpoint import load_model
+    from fastgap.data import StructureDataset
+    from fastgap.model import predict_dataset
+    from fastgap.training.run import prepare_data
+
+    data = _data()
+    assert data.nbr_indices is not None
+    one, split = prepare_data(_config(tmp_path), data)
+    two, _ = prepare_data(_config(tmp_path, model=replace(TINY, rounds=2)), data)
+    assert one.round_entries is None and two.round_entries is not None
+    out = train(_config(tmp_path), data)
+    model = load_model(out / "best.safetensors")[0]
+    idx = np.asarray(split["test"])
+    full = StructureDataset(data)
+    assert full.round_entries is not None
+    np.testing.assert_array_equal(predict_dataset(model, one, idx, tta=True),
+                                  predict_dataset(model, full, idx, tta=True))
+
+
 @pytest.mark.parametrize("value, error, match", [
     ({"formation_energy": "x > 0"}, ValueError, r"target_where: \['formation_energy'\] are not"),
     ({"band_gap_eV": 0}, TypeError, "target_where: expected a table"),

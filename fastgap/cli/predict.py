@@ -24,17 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tta", action="store_true",
                         help="no averaging over axis-swap atom orders for order-dependent "
                              "(LSTM-pooling) members; order-free members never need it")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                        help="fp32 (the model card's numbers) or bf16 CPU autocast (faster, "
-                             "accuracy change in benchmarks/RESULTS.md)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "auto"],
+                        help="fp32 (the model card's numbers), bf16 CPU autocast (faster only "
+                             "on CPUs with native bfloat16), int8 dynamic quantization, or "
+                             "auto (bf16 where native, else int8); accuracy changes in "
+                             "benchmarks/RESULTS.md")
     parser.add_argument("--members", type=int, default=0,
                         help="use the first N band-gap regressors and the first N classifiers "
                              "(0 = all; 1 = fast mode, no band_gap_std_eV; fewer regressors "
                              "than all report an uncalibrated std)")
     parser.add_argument("--fast", action="store_true",
-                        help="fast mode: --model fast --precision bf16 (one network for "
+                        help="fast mode: --model fast --precision auto (one network for "
                              "band gap and p_metal; with another --model: --members 1 "
-                             "--precision bf16 --no-tta); accuracy in benchmarks/RESULTS.md, "
+                             "--precision auto --no-tta); accuracy in benchmarks/RESULTS.md, "
                              "## Screening")
     parser.add_argument("--raw-std", action="store_true",
                         help="report the raw ensemble spread instead of the calibrated std")
@@ -55,11 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastgap.inference import resolve_precision
     from fastgap.readers import ReadPolicy
     from fastgap.screening import PredictConfig, predict_to_file
 
     if args.fast:
-        args.precision, args.no_tta = "bf16", True
+        args.precision, args.no_tta = resolve_precision("auto"), True
         if args.model == "default":
             args.model = "fast"
         else:

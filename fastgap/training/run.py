@@ -41,7 +41,9 @@ def prepare_data(config: TrainConfig, featurized: FeaturizedBatch) -> tuple[Stru
     zmax = np.zeros(len(ptr) - 1, dtype=np.int64)
     np.maximum.at(zmax, np.repeat(np.arange(len(ptr) - 1), np.diff(ptr)), featurized.numbers)
     keep = select_structures(columns, config.where, zmax, config.max_z)
-    dataset = StructureDataset(featurized, config.targets, derived)
+    # round-2 rows only for a model that reads them (the same numbers without, faster)
+    dataset = StructureDataset(featurized, config.targets, derived,
+                               neighbour_rows=config.model.rounds > 1)
     for j, target in enumerate(config.targets):  # per-target filters: value -> missing
         if target in config.target_where:
             ok = select_structures(columns, config.target_where[target], zmax, None)
