@@ -331,11 +331,12 @@ def featurize(
     Inputs are anything `fastgap.readers.iter_raw` reads (files, directories, archives).
     Returns the run's `FeaturizeSummary`; bad records go to the rejects CSV with a reason.
     """
-    from fastgap.readers import iter_raw_chunks
+    from fastgap.readers import check_paths, iter_raw_chunks
 
     config = config or FeaturizeConfig()
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
+    check_paths(i for i in inputs if isinstance(i, (str, Path)))  # before the store exists
     committer = open_run(out, config)
     chunks = iter_raw_chunks(list(inputs), config.chunk_size)
     return run_ordered(committer, _pool_results(chunks, config, committer), config.progress)

@@ -491,13 +491,17 @@ def predict_to_file(
     import torch
     from tqdm import tqdm
 
+    from fastgap.readers import check_paths
+
     config = config or PredictConfig()
     out = Path(out)
     check_out_path(out)
     rejects_path = Path(rejects) if rejects is not None else default_rejects_path(out)
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    # a missing path or a directory with nothing to read fails before any file is written
+    check_paths(i for i in items if isinstance(i, (str, Path)) and not _is_store(i))
     bundle = _bundle(config.model, config.members)
     columns = output_columns(bundle)
-    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     parquet = out.suffix.lower() == ".parquet"
     if config.resume and parquet:
         raise ValueError("resume: needs CSV output (a Parquet file is unreadable until it is "

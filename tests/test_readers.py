@@ -17,6 +17,7 @@ from fastgap.readers import (
     DuplicateIds,
     RawItem,
     ReadPolicy,
+    check_paths,
     file_id,
     iter_raw,
     iter_structures,
@@ -407,6 +408,40 @@ def test_objects_ids_and_order() -> None:
         list(iter_raw([42]))
     with pytest.raises(FileNotFoundError, match="no such file or directory"):
         list(iter_raw([DATA / "missing.cif"]))
+
+
+def test_a_directory_without_structure_files_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no structure files in directory .*empty "
+                                                r"\(0 other files"):
+        list(iter_raw([tmp_path / "empty"]))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "README.txt").write_text("not a structure")
+    (notes / ".hidden.cif").write_text("data_x")
+    with pytest.raises(FileNotFoundError, match=r"notes \(2 other files; read: \*\.cif"):
+        list(iter_raw([notes]))
+    (notes / "sub").mkdir()
+    (notes / "sub" / "a.cif").write_text("data_a")
+    assert [item.id for item in iter_raw([notes])] == ["a"]
+
+
+def test_bad_paths_fail_before_any_output_is_written(tmp_path: Path) -> None:
+    from fastgap.featurize import featurize
+    from fastgap.screening import predict_to_file
+
+    (tmp_path / "empty").mkdir()
+    for bad, match in ((tmp_path / "missing.cif", "no such file or directory"),
+                       (tmp_path / "empty", "no structure files in directory")):
+        with pytest.raises(FileNotFoundError, match=match):
+            check_paths([bad])
+        with pytest.raises(FileNotFoundError, match=match):
+            featurize([DATA / "mp-1000.cif", bad], tmp_path / "store")
+        assert not (tmp_path / "store").exists()
+        with pytest.raises(FileNotFoundError, match=match):
+            predict_to_file([bad], tmp_path / "p.csv")
+        assert not list(tmp_path.glob("p.*"))
+    check_paths([DATA / "mp-1000.cif", DATA])  # a file and a directory with files: fine
 
 
 def test_object_disorder_policy() -> None:

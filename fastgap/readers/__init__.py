@@ -39,7 +39,14 @@ from fastgap.readers._formats import (
     parse_poscar,
     record_id,
 )
-from fastgap.readers._sources import RawItem, detect_format, file_id, iter_raw, iter_raw_chunks
+from fastgap.readers._sources import (
+    RawItem,
+    check_paths,
+    detect_format,
+    file_id,
+    iter_raw,
+    iter_raw_chunks,
+)
 from fastgap.structures import MOLECULE_PADDING, Reject, Structure, from_ase, from_pymatgen
 
 __all__ = [
@@ -47,6 +54,7 @@ __all__ = [
     "ParsedBatch",
     "RawItem",
     "ReadPolicy",
+    "check_paths",
     "detect_format",
     "file_id",
     "iter_raw",

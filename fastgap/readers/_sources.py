@@ -84,7 +84,8 @@ def iter_raw(inputs: Iterable[str | Path | Any]) -> Iterator[RawItem]:
     ``.tar.gz``, ``.tgz`` archives (streamed member by member, never extracted), or objects:
     pymatgen ``Structure``/``Molecule``, ASE ``Atoms``, fastgap ``Structure``. An explicitly
     named file of unknown type becomes an item of format "unknown" (rejected on parsing).
-    A path that does not exist is a ``FileNotFoundError``; any other type a ``TypeError``.
+    A path that does not exist, or a directory holding no file of a known format, is a
+    ``FileNotFoundError``; any other type a ``TypeError``.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
@@ -95,13 +96,41 @@ def iter_raw(inputs: Iterable[str | Path | Any]) -> Iterator[RawItem]:
             yield _object_item(obj, index)
 
 
+def _readable(child: Path, top: Path) -> bool:
+    """True for a file under ``top`` that a directory walk reads (known format, not hidden)."""
+    rel = child.relative_to(top).parts
+    return not any(part.startswith(".") for part in rel) and detect_format(child.name) is not None
+
+
+def _no_structure_files(path: Path) -> FileNotFoundError:
+    n_files = sum(1 for p in path.rglob("*") if p.is_file())
+    return FileNotFoundError(
+        f"inputs: no structure files in directory {path} ({n_files} other files; read: "
+        f"*.cif, POSCAR* / CONTCAR* / *.vasp / *.poscar, *.xyz / *.extxyz, *.jsonl(.gz), "
+        f"*.tar / *.tar.gz / *.tgz)"
+    )
+
+
+def check_paths(paths: Iterable[str | Path]) -> None:
+    """Raise ``FileNotFoundError`` for a path that does not exist or a directory with no file
+    a walk would read: what `iter_raw` would raise, before any output is created."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            if not any(c.is_file() and _readable(c, path) for c in path.rglob("*")):
+                raise _no_structure_files(path)
+        elif not path.is_file():
+            raise FileNotFoundError(f"inputs: no such file or directory: {path}")
+
+
 def _iter_path(path: Path, explicit: bool) -> Iterator[RawItem]:
     if path.is_dir():
-        children = sorted(p for p in path.rglob("*") if p.is_file())
-        for child in children:
-            rel = child.relative_to(path).parts
-            if not any(part.startswith(".") for part in rel) and detect_format(child.name):
+        found = False
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            if _readable(child, path):
+                found = True
                 yield from _iter_path(child, explicit=False)
+        if not found:  # most likely a wrong path: say so instead of reading nothing
+            raise _no_structure_files(path)
         return
     if not path.is_file():
         raise FileNotFoundError(f"inputs: no such file or directory: {path}")
