@@ -1,7 +1,8 @@
 """Screening: structures (files, archives, stores, objects) -> band gaps, streamed in order.
 
 Data flow (at most ``chunk_size * (2 * workers + 1)`` structures in flight; workers run
-without oneDNN's primitive cache and trim the heap after each chunk, see `release_memory`)::
+without oneDNN's primitive cache and trim the heap after each chunk, see
+`fastgap.prediction_workers`)::
 
     iter_raw(inputs) -> chunks ----------+
     Store.iter_batches() -> chunks ------+--> workers (fork or spawn; one torch thread each),
@@ -21,8 +22,6 @@ rejects row (id, source, reason). How the regressors and the metal classifiers c
 from __future__ import annotations
 
 import csv
-import os
-import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,10 +44,10 @@ from fastgap.prediction_files import (
     run_state_path,
     save_progress,
 )
+from fastgap.prediction_workers import START_METHODS, run_tasks
 from fastgap.structures import Reject
 
 REJECTS_HEADER = ("id", "source", "reason")
-START_METHODS = ("auto", "fork", "spawn")
 
 
 @dataclass
@@ -295,88 +294,14 @@ def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig,
             yield _raw_task, (chunk, config.policy, featurizer, opts())
 
 
-# Worker-process state: the bundle, sent once per worker by the pool initializer.
-_WORKER: dict[str, Any] = {}
-_LIBC: list[Any] = []  # glibc, loaded on first use ([None] where there is none)
-
-
-def release_memory() -> None:
-    """Return freed heap memory to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    Called after every chunk: the tensors of a chunk differ in size from those of the
-    last, and without trimming the freed pieces fragment the heap, so a worker's RSS creeps
-    up over millions of structures (benchmarks/RESULTS.md, "Screening at scale").
-    """
-    if not _LIBC:
-        import ctypes
-        import ctypes.util
-
-        name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-        try:
-            lib = ctypes.CDLL(name) if name else None
-            _LIBC.append(lib if lib is not None and hasattr(lib, "malloc_trim") else None)
-        except OSError:
-            _LIBC.append(None)
-    if _LIBC[0] is not None:
-        _LIBC[0].malloc_trim(0)
-
-
-def _init_worker(bundle: Bundle) -> None:
-    # oneDNN keeps one compiled LSTM primitive per input shape, and nearly every batch has
-    # its own shape: no cache in the workers (read when the first primitive is made, which
-    # is after this in a fresh or forked worker; a value the user set is kept)
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
-    import torch
-
-    torch.set_num_threads(1)  # one process per core does the inference
-    _WORKER["bundle"] = bundle
-
-
-def _ready() -> bool:
-    return True
-
-
-def _in_worker(fn: Any, args: tuple) -> ChunkPrediction:
-    try:
-        return fn(_WORKER["bundle"], *args)
-    finally:
-        release_memory()
-
-
 def chunk_predictions(
     inputs: Sequence[Any], bundle: Bundle, config: PredictConfig, replay: int = 0
 ) -> Iterator[ChunkPrediction]:
     """Per chunk, in input order: parse + featurize + every member, in ``config.workers``
     processes (each runs the whole chain on its chunks, so inference uses every core), or
     in this process when ``workers == 0``. The first ``replay`` chunks are not predicted."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, wait
-
-    from fastgap.featurize import bounded_ordered_map
-
     tasks = _tasks(inputs, bundle.k, config, replay)
-    if config.workers == 0:
-        for fn, args in tasks:
-            out = fn(bundle, *args)
-            release_memory()
-            yield out
-        return
-    method = config.start_method
-    if method == "auto":
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(config.workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(bundle,)) as pool:
-        # start every worker now, before any input (zarr, archives) opens threads or files
-        with warnings.catch_warnings():
-            # Python >= 3.12 warns on fork when the parent has threads (torch's OpenMP pool
-            # after in-process inference); workers run one torch thread and open no input
-            # the parent holds, so the locks such threads may hold are never needed there.
-            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
-                                    category=DeprecationWarning)
-            wait([pool.submit(_ready) for _ in range(config.workers)])
-        yield from bounded_ordered_map(lambda task: pool.submit(_in_worker, *task), tasks,
-                                       2 * config.workers + 1)
+    yield from run_tasks(tasks, bundle, config.workers, config.start_method)
 
 
 def iter_predictions(

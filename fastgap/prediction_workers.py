@@ -1,0 +1,103 @@
+"""Worker processes of `fastgap.screening`: each runs whole chunks (parse, featurize, every
+member), results come back in input order.
+
+Workers start before any input is opened (fork: milliseconds, the parent has already
+imported torch and loaded the bundle; spawn: a fresh interpreter each), run one torch
+thread, keep no oneDNN primitive cache (nearly every batch has its own shape) and hand
+freed heap memory back after every chunk (`release_memory`), so memory stays flat over
+millions of structures (benchmarks/RESULTS.md, "Screening at scale").
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+START_METHODS = ("auto", "fork", "spawn")
+
+# Worker-process state: the bundle, sent once per worker by the pool initializer.
+_WORKER: dict[str, Any] = {}
+_LIBC: list[Any] = []  # glibc, loaded on first use ([None] where there is none)
+
+
+def release_memory() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Called after every chunk: the tensors of a chunk differ in size from those of the
+    last, and without trimming the freed pieces fragment the heap, so a worker's RSS creeps
+    up over millions of structures (benchmarks/RESULTS.md, "Screening at scale").
+    """
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+        try:
+            lib = ctypes.CDLL(name) if name else None
+            _LIBC.append(lib if lib is not None and hasattr(lib, "malloc_trim") else None)
+        except OSError:
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0].malloc_trim(0)
+
+
+def _init_worker(bundle: Any) -> None:
+    # oneDNN keeps one compiled LSTM primitive per input shape, and nearly every batch has
+    # its own shape: no cache in the workers (read when the first primitive is made, which
+    # is after this in a fresh or forked worker; a value the user set is kept)
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+    import torch
+
+    torch.set_num_threads(1)  # one process per core does the inference
+    _WORKER["bundle"] = bundle
+
+
+def _ready() -> bool:
+    return True
+
+
+def _in_worker(fn: Any, args: tuple) -> Any:
+    try:
+        return fn(_WORKER["bundle"], *args)
+    finally:
+        release_memory()
+
+
+def run_tasks(tasks: Iterable[tuple[Any, tuple]], bundle: Any, workers: int,
+              start_method: str = "auto") -> Iterator[Any]:
+    """``fn(bundle, *args)`` for every ``(fn, args)`` of ``tasks``, results in task order.
+
+    ``workers == 0`` runs them in this process; otherwise in a pool of ``workers``
+    processes (``start_method``: one of `START_METHODS`) holding ``bundle``, with at most
+    ``2 * workers + 1`` tasks in flight.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    from fastgap.featurize import bounded_ordered_map
+
+    if workers == 0:
+        for fn, args in tasks:
+            out = fn(bundle, *args)
+            release_memory()
+            yield out
+        return
+    method = start_method
+    if method == "auto":
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(bundle,)) as pool:
+        # start every worker now, before any input (zarr, archives) opens threads or files
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns on fork when the parent has threads (torch's OpenMP pool
+            # after in-process inference); workers run one torch thread and open no input
+            # the parent holds, so the locks such threads may hold are never needed there.
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
+                                    category=DeprecationWarning)
+            wait([pool.submit(_ready) for _ in range(workers)])
+        yield from bounded_ordered_map(lambda task: pool.submit(_in_worker, *task), tasks,
+                                       2 * workers + 1)
