@@ -48,6 +48,7 @@ ELEMENT_FEATURES = ("learned", "physical")
 COMPOSITIONS = ("none", "physical")
 ROUNDS = (1, 2)
 CENTRE_INV_DISTANCE = 1.0  # Å^-1: the centre entry's scale in the "inverse" encoding
+RBF_ZERO = 87.0  # exp(-87) = 1.6e-38, just above float32's smallest normal (1.2e-38)
 MISSING_NBR_INDICES = (
     "rounds: this model has rounds={rounds} and needs each entry's neighbour atom index "
     "(nbr_indices), which the data lacks (a store written before schema version 2); "
@@ -232,7 +233,10 @@ class FastGapModel(nn.Module):
             safe = torch.where(centre | (distances <= 0), torch.ones_like(distances), distances)
             return torch.where(centre, CENTRE_INV_DISTANCE, 1.0 / safe).unsqueeze(-1)
         width = self.config.rbf_cutoff / self.config.rbf_bins
-        return torch.exp(-(((distances.unsqueeze(-1) - self.rbf_centres) / width) ** 2))
+        arg = ((distances.unsqueeze(-1) - self.rbf_centres) / width) ** 2  # (N, L, bins)
+        # exp(-arg) for arg > RBF_ZERO is below float32's smallest normal number: written
+        # as 0 (CPUs compute such underflowing exps, and denormals, an order slower)
+        return torch.where(arg < RBF_ZERO, torch.exp(-arg.clamp(max=RBF_ZERO)), 0.0)
 
     def atom_vectors(self, batch: Batch) -> torch.Tensor:
         """One vector (atom_hidden * directions) per row the sequences index.

@@ -118,6 +118,24 @@ def test_model_config_validation(field: str, value, match: str) -> None:
         ModelConfig(**{field: value})
 
 
+def test_rbf_encoding_is_the_gaussians_without_denormals() -> None:
+    """Gaussians far from a distance are exactly 0, not float32 denormals (which make the
+    exp and the LSTM's input product an order slower); the rest are the Gaussians."""
+    model = FastGapModel(ModelConfig(distance_encoding="rbf", rbf_bins=32, rbf_cutoff=8.0))
+    d = torch.linspace(0.0, 12.0, 2401).reshape(-1, 1).repeat(1, 20)  # (N, L) Å
+    enc = model.distance_encoding(d, torch.ones_like(d, dtype=torch.bool))  # (N, L, 32)
+    width = 8.0 / 32
+    ref = torch.exp(-(((d.unsqueeze(-1) - model.rbf_centres) / width) ** 2))  # the Gaussians
+    seen = ref > 1e-37
+    assert seen.any() and (~seen).any()
+    np.testing.assert_array_equal(enc[seen].numpy(), ref[seen].numpy())
+    tiny = torch.finfo(torch.float32).tiny  # the smallest normal float32
+    assert bool(((ref > 0) & (ref < tiny)).any())  # the plain formula does make denormals
+    assert bool(((enc == 0) | (enc >= tiny)).all())  # no denormals
+    assert bool((enc[ref < tiny] <= 1.7e-38).all())
+    assert bool((enc[ref < 1e-40] == 0).all())
+
+
 def test_model_config_rejects_unknown_fields() -> None:
     with pytest.raises(ValueError, match="unknown fields"):
         ModelConfig.from_dict({"hidden": 3})
