@@ -21,11 +21,10 @@ Precision (`PRECISIONS`):
   than fp32 (both measured in benchmarks/RESULTS.md, ``## Screening``).
 - ``"int8"``: dynamic int8 quantization of the LSTM and Linear weights
   (``torch.ao.quantization.quantize_dynamic``; activations are quantized per batch at run
-  time), on a copy of each model made once per process. Faster than fp32 on CPUs with
-  AVX2 / AVX-512 VNNI integer dot products; its accuracy change is measured in the same
-  section.
+  time), on a copy of each model made once per process. Its accuracy change and speed are
+  measured in the same section (on an AVX-512 VNNI CPU it is slower than fp32).
 - ``"auto"``: `resolve_precision` picks ``"bf16"`` where the CPU has native bfloat16,
-  else ``"int8"``.
+  else ``"fp32"``.
 
 Outputs are always float64 in the targets' units.
 """
@@ -68,11 +67,11 @@ def native_bf16() -> bool:
 
 
 def resolve_precision(precision: str) -> str:
-    """``precision`` with ``"auto"`` replaced by ``"bf16"`` (native bfloat16) or ``"int8"``."""
+    """``precision`` with ``"auto"`` replaced by ``"bf16"`` (native bfloat16) or ``"fp32"``."""
     check_precision(precision)
     if precision != "auto":
         return precision
-    return "bf16" if native_bf16() else "int8"
+    return "bf16" if native_bf16() else "fp32"
 
 
 def quantized(model: torch.nn.Module) -> torch.nn.Module:

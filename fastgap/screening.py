@@ -65,7 +65,7 @@ class PredictConfig:
             the same numbers for every order and read only one (`fastgap.inference`).
         precision: "fp32" (the model card's numbers), "bf16" (CPU autocast; faster only on
             CPUs with native bfloat16), "int8" (dynamic quantization) or "auto" (bf16 where
-            native, else int8; resolved when the config is made), see `fastgap.inference`;
+            native, else fp32; resolved when the config is made), see `fastgap.inference`;
             accuracy changes in benchmarks/RESULTS.md.
         members: use only the first ``members`` band-gap regressors and as many classifiers
             (0 = all); 1 is the fast mode (no ``band_gap_std_eV``); fewer regressors than

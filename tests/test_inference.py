@@ -160,10 +160,10 @@ def test_int8_is_close_to_fp32_and_leaves_the_model_float(pooling: str) -> None:
 
 
 def test_auto_precision_follows_the_cpu() -> None:
-    assert resolve_precision("auto") == ("bf16" if native_bf16() else "int8")
+    assert resolve_precision("auto") == ("bf16" if native_bf16() else "fp32")
     for concrete in ("fp32", "bf16", "int8"):
         assert resolve_precision(concrete) == concrete
-    assert PredictConfig(precision="auto").precision in ("bf16", "int8")
+    assert PredictConfig(precision="auto").precision in ("bf16", "fp32")
     with pytest.raises(ValueError, match="precision: expected one of"):
         resolve_precision("fp16")
 

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "auto"],
                         help="fp32 (the model card's numbers), bf16 CPU autocast (faster only "
                              "on CPUs with native bfloat16), int8 dynamic quantization, or "
-                             "auto (bf16 where native, else int8); accuracy changes in "
+                             "auto (bf16 where native, else fp32); speed and accuracy in "
                              "benchmarks/RESULTS.md")
     parser.add_argument("--members", type=int, default=0,
                         help="use the first N band-gap regressors and the first N classifiers "
