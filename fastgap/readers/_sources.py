@@ -104,11 +104,16 @@ def _readable(child: Path, top: Path) -> bool:
 
 def _no_structure_files(path: Path) -> FileNotFoundError:
     n_files = sum(1 for p in path.rglob("*") if p.is_file())
+    read = [f"*{s}" for s in (*_SUFFIX_FORMATS, ".jsonl.gz", *_ARCHIVE_SUFFIXES)]
+    read += [f"{name}*" for name in _POSCAR_NAMES]
     return FileNotFoundError(
         f"inputs: no structure files in directory {path} ({n_files} other files; read: "
-        f"*.cif, POSCAR* / CONTCAR* / *.vasp / *.poscar, *.xyz / *.extxyz, *.jsonl(.gz), "
-        f"*.tar / *.tar.gz / *.tgz)"
+        f"{', '.join(read)})"
     )
+
+
+def _missing(path: Path) -> FileNotFoundError:
+    return FileNotFoundError(f"inputs: no such file or directory: {path}")
 
 
 def check_paths(paths: Iterable[str | Path]) -> None:
@@ -119,7 +124,7 @@ def check_paths(paths: Iterable[str | Path]) -> None:
             if not any(c.is_file() and _readable(c, path) for c in path.rglob("*")):
                 raise _no_structure_files(path)
         elif not path.is_file():
-            raise FileNotFoundError(f"inputs: no such file or directory: {path}")
+            raise _missing(path)
 
 
 def _iter_path(path: Path, explicit: bool) -> Iterator[RawItem]:
@@ -133,7 +138,7 @@ def _iter_path(path: Path, explicit: bool) -> Iterator[RawItem]:
             raise _no_structure_files(path)
         return
     if not path.is_file():
-        raise FileNotFoundError(f"inputs: no such file or directory: {path}")
+        raise _missing(path)
     fmt = detect_format(path.name)
     if fmt == "tar":
         yield from _iter_tar(path)
