@@ -55,37 +55,57 @@ def _gather_pairs(i, lat, wrapped, shift, pbc, inv_norms, radius, cand_d, cand_j
     n_atoms = wrapped.shape[0]
     capacity = cand_d.shape[0]
     r2max = radius * radius
-    lo = np.zeros(3, np.int64)
-    hi = np.zeros(3, np.int64)
-    delta = np.empty(3)
+    # scalars, not small arrays: this runs once per atom and search radius
+    reach0 = radius * inv_norms[0]
+    reach1 = radius * inv_norms[1]
+    reach2 = radius * inv_norms[2]
+    w0 = wrapped[i, 0]
+    w1 = wrapped[i, 1]
+    w2 = wrapped[i, 2]
+    s0 = shift[i, 0]
+    s1 = shift[i, 1]
+    s2 = shift[i, 2]
     count = 0
     for j in range(n_atoms):
-        for a in range(3):
-            delta[a] = wrapped[j, a] - wrapped[i, a]
-            if pbc[a]:
-                reach = radius * inv_norms[a]
-                lo[a] = np.int64(np.ceil(-reach - delta[a]))
-                hi[a] = np.int64(np.floor(reach - delta[a]))
-        for n0 in range(lo[0], hi[0] + 1):
-            f0 = delta[0] + n0
-            for n1 in range(lo[1], hi[1] + 1):
-                f1 = delta[1] + n1
-                for n2 in range(lo[2], hi[2] + 1):
-                    if j == i and n0 == 0 and n1 == 0 and n2 == 0:
-                        continue
-                    f2 = delta[2] + n2
-                    x = f0 * lat[0, 0] + f1 * lat[1, 0] + f2 * lat[2, 0]
-                    y = f0 * lat[0, 1] + f1 * lat[1, 1] + f2 * lat[2, 1]
-                    z = f0 * lat[0, 2] + f1 * lat[1, 2] + f2 * lat[2, 2]
+        delta0 = wrapped[j, 0] - w0
+        delta1 = wrapped[j, 1] - w1
+        delta2 = wrapped[j, 2] - w2
+        lo0 = hi0 = lo1 = hi1 = lo2 = hi2 = 0
+        if pbc[0]:
+            lo0 = int(np.ceil(-reach0 - delta0))
+            hi0 = int(np.floor(reach0 - delta0))
+        if pbc[1]:
+            lo1 = int(np.ceil(-reach1 - delta1))
+            hi1 = int(np.floor(reach1 - delta1))
+        if pbc[2]:
+            lo2 = int(np.ceil(-reach2 - delta2))
+            hi2 = int(np.floor(reach2 - delta2))
+        for n0 in range(lo0, hi0 + 1):
+            f0 = delta0 + n0
+            x0 = f0 * lat[0, 0]
+            y0 = f0 * lat[0, 1]
+            z0 = f0 * lat[0, 2]
+            for n1 in range(lo1, hi1 + 1):
+                f1 = delta1 + n1
+                x1 = x0 + f1 * lat[1, 0]
+                y1 = y0 + f1 * lat[1, 1]
+                z1 = z0 + f1 * lat[1, 2]
+                for n2 in range(lo2, hi2 + 1):
+                    f2 = delta2 + n2
+                    x = x1 + f2 * lat[2, 0]
+                    y = y1 + f2 * lat[2, 1]
+                    z = z1 + f2 * lat[2, 2]
                     r2 = x * x + y * y + z * z
                     if r2 <= r2max:
+                        if j == i and n0 == 0 and n1 == 0 and n2 == 0:
+                            continue
                         if count < capacity:
                             cand_d[count] = np.sqrt(r2)
                             cand_j[count] = j
                             # image relative to the input coordinates
-                            cand_img[count, 0] = n0 - shift[j, 0] + shift[i, 0]
-                            cand_img[count, 1] = n1 - shift[j, 1] + shift[i, 1]
-                            cand_img[count, 2] = n2 - shift[j, 2] + shift[i, 2]
+                            cand_img[count, 0] = n0 - shift[j, 0] + s0
+                            cand_img[count, 1] = n1 - shift[j, 1] + s1
+                            cand_img[count, 2] = n2 - shift[j, 2] + s2
                         count += 1
     return count
 
@@ -257,7 +277,7 @@ def _wrap(frac, pbc):
 @njit(cache=True)
 def _knn_structure(lat, frac, numbers, pbc, k, tie_tol,
                    out_numbers, out_dist, out_idx, out_img, out_counts):
-    """Fill the output rows of one structure (N atoms); outputs come pre-padded."""
+    """Fill the output rows of one structure (N atoms), entries and padding."""
     n_atoms = frac.shape[0]
     wrapped, shift = _wrap(frac, pbc)
     periodic = pbc[0] or pbc[1] or pbc[2]
@@ -301,6 +321,12 @@ def _knn_structure(lat, frac, numbers, pbc, k, tie_tol,
             out_idx[i, m] = cand_j[p]
             for a in range(3):
                 out_img[i, m, a] = cand_img[p, a]
+        for m in range(n_valid, k):  # padding
+            out_numbers[i, m] = 0
+            out_dist[i, m] = np.inf
+            out_idx[i, m] = -1
+            for a in range(3):
+                out_img[i, m, a] = 0
         out_counts[i] = n_valid
 
 
@@ -330,11 +356,12 @@ def knn_batch(lattices: np.ndarray, frac_coords: np.ndarray, numbers: np.ndarray
         images int32 (A, k, 3), counts int32 (A,)); no minimum-distance check here.
     """
     n_atoms = frac_coords.shape[0]
-    out_numbers = np.zeros((n_atoms, k), np.int16)
-    out_dist = np.full((n_atoms, k), np.inf)
-    out_idx = np.full((n_atoms, k), -1, np.int32)
-    out_img = np.zeros((n_atoms, k, 3), np.int32)
-    out_counts = np.zeros(n_atoms, np.int32)
+    # every row is written whole by the kernel (entries, then padding)
+    out_numbers = np.empty((n_atoms, k), np.int16)
+    out_dist = np.empty((n_atoms, k))
+    out_idx = np.empty((n_atoms, k), np.int32)
+    out_img = np.empty((n_atoms, k, 3), np.int32)
+    out_counts = np.empty(n_atoms, np.int32)
     previous = numba.get_num_threads()
     if num_threads:
         numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
