@@ -70,7 +70,7 @@ def atom_orders(
     frac = np.asarray(frac_coords, dtype=np.float64)
     wrapped = np.where(np.asarray(pbc, dtype=bool)[struct_of_atom], frac % 1.0, frac)
     key = np.round(wrapped / ORDER_TOL).astype(np.int64)  # (A, 3)
-    period = int(round(1.0 / ORDER_TOL))
+    period = round(1.0 / ORDER_TOL)
     key = np.where(np.asarray(pbc, dtype=bool)[struct_of_atom], key % period, key)  # 1-eps -> 0
     local = np.arange(len(frac), dtype=np.int64) - atom_ptr[struct_of_atom]
     orders = np.empty((len(AXIS_SETTINGS), len(frac)), dtype=np.int64)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from fastgap.ensemble import Bundle
-    from fastgap.screening import PredictConfig
+    from fastgap.predict_config import PredictConfig
 
 
 def check_out_path(path: Path) -> None:

@@ -23,8 +23,9 @@ def _fmt(value: float, width: int = 6) -> str:
 def format_table(table) -> str:
     """One line per example: name, split, DFT gap, prediction (± std), p_metal, |error|."""
     has_std = "band_gap_std_eV" in table
-    lines = [f"{'example':<24} {'split':<5} {'DFT':>6} {'pred':>6} {'± std':>6} "
-             f"{'p_metal':>7} {'|err|':>6}   (eV)"]
+    header = (f"{'example':<24} {'split':<5} {'DFT':>6} {'pred':>6} {'± std':>6} "
+              f"{'p_metal':>7} {'|err|':>6}   (eV)")
+    lines = [header]
     for row in table.itertuples(index=False):
         std = row.band_gap_std_eV if has_std else float("nan")
         lines.append(f"{row.name[:24]:<24} {row.split:<5} {_fmt(row.dft_band_gap_eV)} "

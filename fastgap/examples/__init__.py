@@ -77,7 +77,7 @@ def plot_demo_parity(table: Any, path: Path) -> Path:
     for split, colour in (("test", "tab:blue"), ("val", "tab:green"), ("train", "tab:orange")):
         part = rows[rows["split"] == split]
         if len(part):
-            yerr = part["band_gap_std_eV"] if "band_gap_std_eV" in part else None
+            yerr = part.get("band_gap_std_eV")
             ax.errorbar(part["dft_band_gap_eV"], part["band_gap_eV"], yerr=yerr, fmt="o",
                         ms=4, color=colour, label=f"{split} ({len(part)})", elinewidth=0.8)
     hi = float(max(rows["dft_band_gap_eV"].max(), rows["band_gap_eV"].max(), 1.0)) * 1.05

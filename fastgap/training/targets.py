@@ -107,8 +107,8 @@ def make_split(
     if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-6:
         raise ValueError(f"split: expected three non-negative fractions summing to 1, got {fr}")
     perm = np.asarray(candidates)[np.random.default_rng(seed).permutation(len(candidates))]
-    n_train = int(round(fr[0] * len(perm)))
-    n_val = int(round(fr[1] * len(perm)))
+    n_train = round(fr[0] * len(perm))
+    n_val = round(fr[1] * len(perm))
     parts = (perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :])
     return {k: np.sort(p) for k, p in zip(("train", "val", "test"), parts)}
 
