@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
+from fastgap.aflow_records import lattice_from_geometry, record_from_entry
 from fastgap.aflow_source import (
     DEFAULT_ENDPOINT,
     LEGACY_ENDPOINT,
@@ -27,9 +28,7 @@ from fastgap.aflow_source import (
     AflowError,
     build_query,
     fetch_aflow,
-    lattice_from_geometry,
     parse_page,
-    record_from_entry,
     urllib_fetch,
 )
 
