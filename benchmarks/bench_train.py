@@ -17,8 +17,9 @@ import time
 import numpy as np
 import torch
 
-from fastgap.data import BucketBatchSampler, StructureDataset, make_loader, synthetic_featurized
+from fastgap.data import BucketBatchSampler, StructureDataset, make_loader
 from fastgap.model import FastGapModel, ModelConfig, predict_dataset
+from fastgap.synthetic import synthetic_featurized
 from fastgap.training.targets import masked_loss
 
 

@@ -201,7 +201,7 @@ def test_sample_ids_is_proportional_and_seeded() -> None:
 
 
 def test_apply_derive_log10_and_counts() -> None:
-    from fastgap.data import synthetic_featurized
+    from fastgap.synthetic import synthetic_featurized
 
     batch = synthetic_featurized(4, np.random.default_rng(0))
     batch.properties["K"] = np.array([100.0, 0.0, -1.0, np.nan])

@@ -12,8 +12,8 @@ from fastgap.data import (
     StructureDataset,
     atom_orders,
     collate,
-    synthetic_featurized,
 )
+from fastgap.synthetic import synthetic_featurized
 
 
 def _batch(n: int = 40, seed: int = 0, **kw):

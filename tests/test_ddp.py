@@ -15,8 +15,8 @@ import numpy as np
 
 
 def _train(out: str) -> None:
-    from fastgap.data import synthetic_featurized
     from fastgap.model import ModelConfig
+    from fastgap.synthetic import synthetic_featurized
     from fastgap.train import TrainConfig, train
 
     data = synthetic_featurized(40, np.random.default_rng(0), max_atoms=5)

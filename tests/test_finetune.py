@@ -11,8 +11,8 @@ import torch
 
 from fastgap.bundle_card import pack_bundle, write_model_card
 from fastgap.checkpoint import load_model
-from fastgap.data import synthetic_featurized
 from fastgap.model import FastGapModel, ModelConfig, predict_batch
+from fastgap.synthetic import synthetic_featurized
 from fastgap.train import TrainConfig, train
 from fastgap.training.finetune import initialise
 

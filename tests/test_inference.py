@@ -12,7 +12,7 @@ import torch
 
 from fastgap.bundle_card import pack_bundle
 from fastgap.checkpoint import save_model
-from fastgap.data import BucketBatchSampler, StructureDataset, make_loader, synthetic_featurized
+from fastgap.data import BucketBatchSampler, StructureDataset, make_loader
 from fastgap.ensemble import Bundle, load_bundle, select_members
 from fastgap.inference import (
     identity_view,
@@ -24,6 +24,7 @@ from fastgap.inference import (
 )
 from fastgap.model import FastGapModel, ModelConfig, predict_dataset
 from fastgap.screening import PredictConfig, predict
+from fastgap.synthetic import synthetic_featurized
 
 DATA = Path(__file__).parent / "data" / "predict" / "mp100.jsonl"
 SMALL = {"embed_dim": 8, "atom_hidden": 8, "struct_hidden": 8, "head_sizes": (8,)}

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from fastgap.checkpoint import FORMAT_VERSION, check_featurizer, load_model, save_model
-from fastgap.data import ALL_VARIANTS, StructureDataset, collate, synthetic_featurized
+from fastgap.data import ALL_VARIANTS, StructureDataset, collate
 from fastgap.model import FastGapModel, ModelConfig, predict_batch
+from fastgap.synthetic import synthetic_featurized
 
 TINY = {"embed_dim": 8, "atom_hidden": 8, "struct_hidden": 8, "head_sizes": (8,)}
 CONFIGS = [

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from fastgap.checkpoint import load_model
-from fastgap.data import ALL_VARIANTS, StructureDataset, collate, synthetic_featurized
+from fastgap.data import ALL_VARIANTS, StructureDataset, collate
 from fastgap.features import FeaturizedBatch
 from fastgap.model import FastGapModel, ModelConfig, _final_state, predict_batch
+from fastgap.synthetic import synthetic_featurized
 
 DATA = Path(__file__).parent / "data" / "model"
 TINY = {"embed_dim": 8, "atom_hidden": 8, "struct_hidden": 8, "head_sizes": (8,)}

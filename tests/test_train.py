@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastgap.data import synthetic_featurized
 from fastgap.model import FastGapModel, ModelConfig
+from fastgap.synthetic import synthetic_featurized
 from fastgap.train import TrainConfig, train
 from fastgap.training.targets import make_split, masked_loss, parse_where, select_structures
 
