@@ -231,6 +231,17 @@ def test_extxyz_frames_match_ase() -> None:
     assert records[0].properties["energy"] == -10.8 and records[1].properties["energy"] == -14.2
 
 
+def test_extxyz_frame_ids_come_from_the_comment_line() -> None:
+    text = (
+        "3\nid=water\nO 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n"
+        "1\nenergy=-1.0\nHe 0 0 0\n"
+        "1\nid=\"\"\nNe 0 0 0\n"
+    )
+    records = parse_raw(RawItem("m", "m.xyz", "xyz", text))
+    assert [r.id for r in records] == ["water", "m:1", "m:2"]
+    assert all(isinstance(r, Structure) for r in records)
+
+
 def test_extxyz_malformed_rejected() -> None:
     (r,) = parse_raw(RawItem("f", "f.xyz", "xyz", "3\ncomment\nSi 0 0 0\n"))
     with pytest.raises(ValueError, match="extxyz: cannot parse"):

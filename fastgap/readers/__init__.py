@@ -10,7 +10,8 @@ Two steps, so that parsing can run in worker processes:
 (`DuplicateIds`); `read_structures` is the convenience that raises on the first rejection.
 
 Ids: a JSON-lines record carries its own; a file's id is its name without the extension;
-``POSCAR``/``CONTCAR`` files get ``<parent dir>_<name>``; extxyz frames ``<stem>:<frame>``;
+``POSCAR``/``CONTCAR`` files get ``<parent dir>_<name>``; extxyz frames the ``id=`` of their
+comment line, else ``<stem>:<frame>``;
 CIFs with several data blocks ``<stem>:<block>``; objects their own id (fastgap ``Structure``,
 pymatgen ``properties["id"]``, ASE ``info["id"]``), else ``object-<input index>``.
 """

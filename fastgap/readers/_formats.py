@@ -120,9 +120,11 @@ def _is_int(token: str) -> bool:
 
 
 def parse_extxyz(text: str, stem: str, source: str, padding: float) -> list[Structure]:
-    """Extended XYZ via ASE: one `Structure` per frame, ids ``<stem>:<frame>`` (from 0).
+    """Extended XYZ via ASE: one `Structure` per frame.
 
-    A frame with a ``Lattice`` is periodic along its ``pbc``; without one it is a molecule.
+    A frame's id is the ``id`` of its comment line (``id=water``, a non-empty string, as an
+    ASE object's ``info["id"]``), else ``<stem>:<frame>`` (frames counted from 0). A frame
+    with a ``Lattice`` is periodic along its ``pbc``; without one it is a molecule.
     """
     from ase.io import read
 
@@ -134,7 +136,9 @@ def parse_extxyz(text: str, stem: str, source: str, padding: float) -> list[Stru
         raise ValueError(f"extxyz: cannot parse ({type(exc).__name__}: {exc})") from None
     if not frames:
         raise ValueError("extxyz: no frames")
+    ids = [atoms.info.get("id") for atoms in frames]
     return [
-        from_ase(atoms, f"{stem}:{i}", f"{source}:frame {i}", padding)
-        for i, atoms in enumerate(frames)
+        from_ase(atoms, rid if isinstance(rid, str) and rid else f"{stem}:{i}",
+                 f"{source}:frame {i}", padding)
+        for i, (atoms, rid) in enumerate(zip(frames, ids))
     ]
