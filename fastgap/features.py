@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from fastgap.structures import Reject, Structure, StructureBatch
+from fastgap.structure_batch import StructureBatch
+from fastgap.structures import Reject, Structure
 
 BACKENDS = ("auto", "cpp", "numba", "reference")
 

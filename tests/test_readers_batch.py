@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from fastgap.readers import RawItem, iter_raw, iter_raw_chunks, parse_batch, parse_raw
-from fastgap.structures import Reject, StructureBatch, batch_suspects
+from fastgap.structure_batch import StructureBatch, batch_suspects
+from fastgap.structures import Reject
 
 DATA = Path(__file__).parent / "data"
 MP12 = DATA / "featurize" / "mp12.jsonl"
@@ -40,7 +41,7 @@ def _jsonl_variants() -> list[bytes]:
         {**base, "properties": [1, 2]},
         {**base, "properties": {"a": 1, "b": None, "c": "x", "d": True, "e": [1]}},
         {"id": "mol", "species": ["O", "H", "H"],
-         "positions": [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]},  # fmt: skip
+         "positions": [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]},
         {**base, "id": "strings", "frac_coords": [[str(x) for x in r] for r in base["frac_coords"]]},
         {"id": "nolattice", "species": ["Na"]},
     ]

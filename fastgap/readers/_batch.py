@@ -18,13 +18,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from fastgap.structures import (
-    ATOMIC_NUMBERS,
-    Reject,
-    Structure,
-    StructureBatch,
-    batch_suspects,
-)
+from fastgap.structure_batch import StructureBatch, batch_suspects
+from fastgap.structures import ATOMIC_NUMBERS, Reject, Structure
 
 #: ``(kind, id, source, reason)`` per input record: kind "ok" (next batch row) or "reject".
 Record = tuple[str, str, str, str]
