@@ -14,6 +14,7 @@ STORE: ``fastgap featurize ../shared/data/mp_gap36k/structures.jsonl.gz --out ST
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -71,16 +72,16 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from evaluate_screening import test_batch
 
-    from fastgap.data import StructureDataset
     from fastgap.ensemble import load_bundle
-    from fastgap.inference import predict_members
+    from fastgap.screening import predict_featurized
 
     bundle = load_bundle(args.model)
     if not bundle.metal:
         raise SystemExit(f"model: {args.model!r} has no metal classifier")
     batch, _ = test_batch(args.store, args.split, args.max_z)
-    outs = predict_members([m.model for m in bundle.metal], StructureDataset(batch), tta=True)
-    p_metal = np.mean([o[:, 0] for o in outs], axis=0)  # (S,) the classifiers' mean
+    # the classifiers alone, through the prediction path of `fastgap predict`
+    classifiers = dataclasses.replace(bundle, band_gap=[], others=[])
+    p_metal = predict_featurized(classifiers, batch, tta=True, batch_size=256)["p_metal"]
     table = error_table(p_metal, np.asarray(batch.properties["band_gap_eV"], np.float64),
                         np.diff(batch.atom_ptr))
     print(f"test structures {table['n']}, accuracy {table['accuracy']:.3f}")
