@@ -51,11 +51,14 @@ def pack_bundle(
     band_gap: list[str | Path],
     metal: list[str | Path],
     card: dict[str, Any] | None = None,
+    others: list[str | Path] = (),
 ) -> Path:
     """Copy checkpoints into a bundle directory ``out`` and write its ``card.json``.
 
-    ``band_gap`` / ``metal`` are checkpoint files (or training run directories, whose
-    ``best.safetensors`` is used); they are renamed ``gap_<i>`` / ``metal_<i>``. A checkpoint
+    ``band_gap`` / ``metal`` / ``others`` are checkpoint files (or training run directories,
+    whose ``best.safetensors`` is used); they are renamed ``gap_<i>`` / ``metal_<i>`` /
+    ``model_<i>``. ``others`` predict other properties: each of their targets becomes an
+    output column, the mean over the members that predict it. A checkpoint
     given in both lists (one network predicting band gap and ``is_metal``) is copied once,
     under its ``gap_<i>`` name, and listed in both roles: it runs once per batch. ``card``
     adds descriptive fields (data, split, command, metrics); the format fields are set here.
@@ -66,10 +69,11 @@ def pack_bundle(
     out.mkdir(parents=True, exist_ok=True)
     shipped = packaged_path()
     shipped_sha256 = file_sha256(shipped) if shipped.is_file() else None
-    members: dict[str, list[str]] = {"band_gap": [], "metal": []}
+    members: dict[str, list[str]] = {"band_gap": [], "metal": [], "others": []}
     provenance: dict[str, dict[str, Any]] = {}
     copied: dict[Path, str] = {}  # source checkpoint -> its name in the bundle
-    for role, prefix, paths in (("band_gap", "gap", band_gap), ("metal", "metal", metal)):
+    for role, prefix, paths in (("band_gap", "gap", band_gap), ("metal", "metal", metal),
+                                ("others", "model", others)):
         for i, src in enumerate(paths):
             src = Path(src)
             if src.is_dir():
@@ -84,6 +88,7 @@ def pack_bundle(
             copied[src.resolve()] = name
             members[role].append(name)
             provenance[name] = member_provenance(src, shipped_sha256)
+    members = {role: names for role, names in members.items() if names or role != "others"}
     full = {**(card or {}), "bundle_format": BUNDLE_FORMAT, "fastgap_version": __version__,
             "members": members, "provenance": provenance}  # fmt: skip
     (out / CARD_NAME).write_text(json.dumps(full, indent=2) + "\n")
@@ -180,6 +185,8 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = No
         card["calibration"] = calibration
     metrics = card.get("metrics", {})
     (bundle_dir / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    gap_lines = _gap_rule_lines(card) if any(
+        card["members"].get(role) for role in ("band_gap", "metal")) else []
     lines = [
         f"# {card.get('name', 'fastgap model bundle')}", "",
         (f"fastgap {card['fastgap_version']}, bundle format {card['bundle_format']}, "
@@ -191,6 +198,20 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = No
         f"- split: {json.dumps(card.get('split', {}))}",
         f"- filters: {json.dumps(card.get('filters', {}))}",
         *_domain_lines(card), "",
+        *gap_lines,
+        *_other_output_lines(bundle_dir, card),
+        "## Metrics", "",
+        "```json", json.dumps(metrics, indent=2), "```", "",
+        "## Reproduce", "", f"`{card.get('command', '?')}`", "",
+    ]
+    path = bundle_dir / "MODEL_CARD.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _gap_rule_lines(card: dict[str, Any]) -> list[str]:
+    """The card's sections on the band-gap columns: combination rule and calibration."""
+    return [
         "## Combination rule", "",
         ("`band_gap_eV` is 0.0 where `p_metal >= 0.5` (mean of the classifiers' probability "
         "that the DFT gap is 0). Elsewhere it is the median of the predictive distribution "
@@ -203,13 +224,22 @@ def write_model_card(bundle_dir: str | Path, metrics: dict[str, Any] | None = No
         + _regressor_data(card)), "",
         "## Calibration of band_gap_std_eV", "",
         *_calibration_lines(card.get("calibration")),
-        "## Metrics", "",
-        "```json", json.dumps(metrics, indent=2), "```", "",
-        "## Reproduce", "", f"`{card.get('command', '?')}`", "",
     ]
-    path = bundle_dir / "MODEL_CARD.md"
-    path.write_text("\n".join(lines))
-    return path
+
+
+def _other_output_lines(bundle_dir: Path, card: dict[str, Any]) -> list[str]:
+    """The output columns of the ``others`` members (targets read from their metadata)."""
+    from fastgap.checkpoint import read_metadata
+
+    names = card["members"].get("others", [])
+    if not names:
+        return []
+    targets: dict[str, list[str]] = {}
+    for name in names:
+        for target in read_metadata(bundle_dir / name).get("targets", []):
+            targets.setdefault(target, []).append(name)
+    return ["## Outputs", "",
+            *[f"- `{t}`: mean of {', '.join(m)}" for t, m in targets.items()], ""]
 
 
 def _regressor_data(card: dict[str, Any]) -> str:

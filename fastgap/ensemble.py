@@ -55,9 +55,17 @@ ROLE_TARGETS = {"band_gap": GAP_TARGET, "metal": METAL_TARGET}
 CALIBRATION_COVERAGE = 0.683  # fraction of |error| <= std for a Gaussian
 
 
-# bundles shipped inside the package, by name: the accurate ensemble and a one-network model
-# for fast screening (band gap and p_metal from one forward pass)
-NAMED_BUNDLES = ("default", "fast")
+# a card may also list members of other properties (their targets become output columns)
+CARD_ROLES = (*ROLES, "others")
+
+# bundles shipped inside the package, by name: the accurate band-gap ensemble, a one-network
+# model for fast screening (band gap and p_metal from one forward pass) and a QM9 model of
+# molecular orbital energies (HOMO, LUMO, gap)
+NAMED_BUNDLES = ("default", "fast", "qm9")
+BUNDLE_SCRIPTS = {"default": "scripts/train_default_models.sh",
+                  "fast": "scripts/train_fast_model.sh",
+                  "qm9": "scripts/make_qm9_bundle.py"}
+NAMED_HELP = "'default', 'fast', 'qm9'"
 
 
 def default_bundle_dir(name: str = "default") -> Path:
@@ -145,20 +153,19 @@ def select_members(bundle: Bundle, n_gap: int) -> Bundle:
 
 
 def load_bundle(spec: str | Path = "default", *, device: str = "cpu") -> Bundle:
-    """Load ``"default"`` or ``"fast"`` (the bundled models), a bundle directory, a training
-    run directory or one checkpoint.
+    """Load a bundled model by name (`NAMED_BUNDLES`), a bundle directory, a training run
+    directory or one checkpoint.
 
     Raises FileNotFoundError when nothing is there (for a bundled name: that bundle is not
     installed) and ValueError for a bundle or checkpoint of another format version.
     """
     if not isinstance(spec, (str, Path)):
-        raise TypeError(f"model: expected 'default', 'fast' or a path, got "
+        raise TypeError(f"model: expected {NAMED_HELP} or a path, got "
                         f"{type(spec).__name__}")
     if isinstance(spec, str) and spec in NAMED_BUNDLES:
         path = default_bundle_dir(spec)
         if not (path / CARD_NAME).is_file():
-            script = {"default": "scripts/train_default_models.sh",
-                      "fast": "scripts/train_fast_model.sh"}[spec]
+            script = BUNDLE_SCRIPTS[spec]
             raise FileNotFoundError(
                 f"model: the {spec} model bundle is not installed ({path / CARD_NAME} is "
                 f"missing); train it with {script} or pass --model RUN_DIR|FILE"
@@ -172,7 +179,7 @@ def load_bundle(spec: str | Path = "default", *, device: str = "cpu") -> Bundle:
     if path.is_file():
         return _bundle_of([path], str(path), {}, device)
     raise FileNotFoundError(
-        f"model: expected 'default', 'fast', a bundle directory (with {CARD_NAME}), a training run "
+        f"model: expected {NAMED_HELP}, a bundle directory (with {CARD_NAME}), a training run "
         f"directory (with best.safetensors) or a .safetensors file, got {str(path)!r}"
     )
 
@@ -190,7 +197,7 @@ def _load_card_bundle(path: Path, device: str) -> Bundle:
             f"{__version__} reads bundle format {BUNDLE_FORMAT}"
         )
     members = card.get("members", {})
-    files = [path / name for role in ROLES for name in members.get(role, [])]
+    files = [path / name for role in CARD_ROLES for name in members.get(role, [])]
     if not files:
         raise ValueError(f"model: bundle {str(path)!r} lists no members in {CARD_NAME}")
     calibration = card.get("calibration", {})

@@ -17,8 +17,9 @@ class PredictConfig:
     """Options of `predict_to_file` / `predict`; CLI flags map onto these fields.
 
     Attributes:
-        model: "default" (the bundled ensemble), "fast" (the bundled one-network model), a
-            bundle or run directory, or a checkpoint.
+        model: "default" (the bundled ensemble), "fast" (the bundled one-network model),
+            "qm9" (the bundled molecular orbital-energy model), a bundle or run directory, or
+            a checkpoint.
         workers: parse + featurize worker processes (0 = in the calling process).
         batch_size: structures per model forward pass.
         chunk_size: inputs per worker task (and per inference chunk).

@@ -265,8 +265,8 @@ def predict(structures: Any, model: Any = "default", config: PredictConfig | Non
         structures: a pymatgen ``Structure``/``Molecule``, ASE ``Atoms``, fastgap
             ``Structure``, path (file, directory, archive, JSON-lines, feature store) or a
             list of them. No labels are needed.
-        model: "default", "fast", a bundle / run directory, a checkpoint path or a loaded
-            `Bundle`.
+        model: "default", "fast", "qm9", a bundle / run directory, a checkpoint path or a
+            loaded `Bundle`.
         config: pipeline options (``config.model`` is ignored; ``model`` decides).
 
     Returns:

@@ -296,9 +296,9 @@ def test_bad_arguments(bundle, tmp_path: Path) -> None:
         PredictConfig(workers=-1)
     with pytest.raises(ValueError, match="batch_size: expected an int >= 1"):
         PredictConfig(batch_size=0)
-    with pytest.raises(TypeError, match="model: expected 'default', 'fast' or a path"):
+    with pytest.raises(TypeError, match="model: expected 'default', 'fast', 'qm9' or a path"):
         load_bundle(3)
-    with pytest.raises(FileNotFoundError, match="model: expected 'default', 'fast', a bundle"):
+    with pytest.raises(FileNotFoundError, match="model: expected 'default', 'fast', 'qm9', a bundle"):
         load_bundle(tmp_path / "nothing")
     with pytest.raises(ValueError, match="out: expected a .csv or .parquet path"):
         predict_to_file([EXAMPLES / "mp-30.cif"], tmp_path / "p.txt",

@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="predictions file (.csv or .parquet)")
     parser.add_argument("--model", default="default",
                         help="'default' (bundled ensemble), 'fast' (bundled one-network "
-                             "model), a bundle or training run directory, or a .safetensors "
-                             "checkpoint")
+                             "model), 'qm9' (bundled molecular HOMO / LUMO / gap model), a "
+                             "bundle or training run directory, or a .safetensors checkpoint")
     parser.add_argument("--rejects", default=None,
                         help="rejects CSV (default: next to --out, <name>.rejects.csv)")
     parser.add_argument("--workers", type=int, default=2, help="parse/featurize processes")
