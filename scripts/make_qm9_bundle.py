@@ -27,6 +27,8 @@ QM9_DATA = "../shared/data/qm9/structures.jsonl.gz"
 QM9_DESCRIPTION = ("QM9 (Ramakrishnan et al. 2014, B3LYP/6-31G(2df,p) geometries and "
                    "orbital energies), 130,831 molecules, from the qm9pack 1.0.3 wheel; MIT")
 PARTS = ("val", "test")
+# atoms per molecule (hydrogens included): QM9 has 3-29; the smallest are few in training
+SIZE_BINS = ((1, 9), (10, 14), (15, 19), (20, 29))
 
 
 def check_split(runs: list[Path], split_file: Path) -> None:
@@ -50,7 +52,8 @@ def check_split(runs: list[Path], split_file: Path) -> None:
 
 def score(bundle_dir: Path, store_path: str, split: dict[str, list[str]],
           batch_size: int) -> dict[str, Any]:
-    """{part: {target: regression metrics}, "n": {part: molecules}} of the bundle."""
+    """{part: {target: regression metrics}, "n": {part: molecules}} of the bundle, and
+    "test_by_atoms": {"lo-hi atoms": {"n": molecules, target: MAE}} on the test part."""
     from fastgap.ensemble import load_bundle
     from fastgap.metrics import regression_metrics
     from fastgap.screening import predict_featurized
@@ -70,6 +73,20 @@ def score(bundle_dir: Path, store_path: str, split: dict[str, list[str]],
         out[part] = {t: regression_metrics(batch.properties[t], pred)
                      for t, pred in cols.items() if t in batch.properties}
         out["n"][part] = batch.n_structures
+        if part == "test":
+            out["test_by_atoms"] = by_size(np.diff(batch.atom_ptr), cols, batch.properties)
+    return out
+
+
+def by_size(atoms: np.ndarray, preds: dict[str, np.ndarray],
+            truth: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """{"lo-hi": {"n": molecules, target: MAE or None}} over `SIZE_BINS` of ``atoms`` (S,)."""
+    out = {}
+    for lo, hi in SIZE_BINS:
+        sel = (atoms >= lo) & (atoms <= hi)
+        out[f"{lo}-{hi}"] = {"n": int(sel.sum()), **{
+            t: float(np.mean(np.abs(p[sel] - truth[t][sel]))) if sel.any() else None
+            for t, p in preds.items() if t in truth}}
     return out
 
 
@@ -98,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     for part in PARTS:
         cells = ", ".join(f"{t} {m['mae']:.4f}" for t, m in metrics[part].items())
         print(f"{part} ({metrics['n'][part]} molecules) MAE eV: {cells}")
+    for size, row in metrics["test_by_atoms"].items():
+        cells = ", ".join(f"{t} {v:.4f}" for t, v in row.items() if t != "n" and v is not None)
+        print(f"test, {size} atoms ({row['n']} molecules) MAE eV: {cells}")
     print(f"bundle {args.out}")
     return 0
 

@@ -93,3 +93,13 @@ def test_a_run_on_another_split_is_refused(qm9, load_script, tmp_path: Path) -> 
         load_script("make_qm9_bundle").main([str(qm9["runs"][0]), "--store", str(qm9["store"]),
                                              "--split", str(path), "--out",
                                              str(tmp_path / "b")])
+
+
+def test_card_splits_the_test_error_by_molecule_size(qm9) -> None:
+    card = json.loads((qm9["bundle"] / "card.json").read_text())
+    rows = card["metrics"]["test_by_atoms"]
+    assert sum(r["n"] for r in rows.values()) == card["metrics"]["n"]["test"]
+    overall = card["metrics"]["test"]["gap_eV"]["mae"]
+    weighted = sum(r["n"] * r["gap_eV"] for r in rows.values() if r["n"]) / 5
+    assert weighted == pytest.approx(overall, rel=1e-6)
+    assert all(r["gap_eV"] is None for r in rows.values() if r["n"] == 0)
