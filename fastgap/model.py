@@ -29,6 +29,7 @@ never read. Outputs are in normalised units; ``target_mean`` / ``target_std`` bu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,11 @@ COMPOSITIONS = ("none", "physical")
 ROUNDS = (1, 2)
 CENTRE_INV_DISTANCE = 1.0  # Å^-1: the centre entry's scale in the "inverse" encoding
 RBF_ZERO = 87.0  # exp(-87) = 1.6e-38, just above float32's smallest normal (1.2e-38)
+# Without autograd, LSTMs run over this many rows at a time: each call's input projection of
+# all steps, (rows * L, 4H) float32, then stays in cache and in reused heap memory instead
+# of a fresh mmap'd block (2,048 rows x 20 steps x 384 gates is 63 MB, whose first touch
+# cost half the projection's time); same numbers, 1.3x faster (benchmarks/RESULTS.md)
+INFERENCE_ROWS = 256
 MISSING_NBR_INDICES = (
     "rounds: this model has rounds={rounds} and needs each entry's neighbour atom index "
     "(nbr_indices), which the data lacks (a store written before schema version 2); "
@@ -123,12 +129,28 @@ class ModelConfig:
         return cls(**data)
 
 
+def _by_rows(f: Callable[..., torch.Tensor], *rows: torch.Tensor) -> torch.Tensor:
+    """``f(*rows)`` computed on `INFERENCE_ROWS` rows at a time and concatenated (dim 0).
+
+    For row-wise ``f`` only (each output row depends on its input rows alone), and without
+    autograd; with it, or for few rows, one call.
+    """
+    n = rows[0].shape[0]
+    if torch.is_grad_enabled() or n <= INFERENCE_ROWS:
+        return f(*rows)
+    return torch.cat([f(*(r[i:i + INFERENCE_ROWS] for r in rows))
+                      for i in range(0, n, INFERENCE_ROWS)])
+
+
 def _final_state(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Final hidden state of ``lstm`` over padded ``x`` (R, L, E) with ``lengths`` (R,).
 
     Returns (R, H * directions). Packed sequences make the padding unreachable; when every
-    row is full there is no padding and the packing is skipped.
+    row is full there is no padding and the packing is skipped. Without autograd the rows
+    go through in chunks of `INFERENCE_ROWS` (rows are independent: the same result).
     """
+    if not torch.is_grad_enabled() and x.shape[0] > INFERENCE_ROWS:
+        return _by_rows(lambda xs, ls: _final_state(lstm, xs, ls), x, lengths)
     if bool((lengths == x.shape[1]).all()):
         _, (h, _) = lstm(x)
     else:
@@ -245,8 +267,8 @@ class FastGapModel(nn.Module):
         result; with it, the result has one row per round-2 row: the round-1 vector of its
         atom (``rounds=1``) or the round-2 LSTM's output (``rounds=2``).
         """
-        x = self.entry_vectors(batch.atom_numbers, batch.atom_distances, batch.atom_lengths)
-        atoms = _final_state(self.atom_lstm, x, batch.atom_lengths)  # (N, D)
+        atoms = _by_rows(self._round1, batch.atom_numbers, batch.atom_distances,
+                         batch.atom_lengths)  # (N, D)
         rows = batch.atom_nbr_rows
         if rows is None:
             if self.config.rounds > 1:
@@ -255,12 +277,22 @@ class FastGapModel(nn.Module):
         own = rows[:, 0]  # (N2,) each round-2 row's own atom row
         if self.config.rounds == 1:
             return atoms[own]
-        lengths = batch.atom_lengths[own]
-        valid = torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]  # (N2, L)
         table = torch.cat([atoms, atoms.new_zeros(1, atoms.shape[1])])  # row N: the dummy
-        nbr = table[torch.where(valid, rows, atoms.shape[0])]  # (N2, L, D)
-        enc = self.distance_encoding(batch.atom_distances[own], valid).to(nbr.dtype)
-        return _final_state(self.round_lstm, torch.cat([nbr, enc], dim=-1), lengths)
+
+        def round2(rows: torch.Tensor, distances: torch.Tensor,
+                   lengths: torch.Tensor) -> torch.Tensor:
+            valid = torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]  # (R, L)
+            nbr = table[torch.where(valid, rows, atoms.shape[0])]  # (R, L, D)
+            enc = self.distance_encoding(distances, valid).to(nbr.dtype)
+            return _final_state(self.round_lstm, torch.cat([nbr, enc], dim=-1), lengths)
+
+        return _by_rows(round2, rows, batch.atom_distances[own], batch.atom_lengths[own])
+
+    def _round1(self, numbers: torch.Tensor, distances: torch.Tensor,
+                lengths: torch.Tensor) -> torch.Tensor:
+        """(N, L) numbers, (N, L) Å, (N,) lengths -> (N, D) the per-atom LSTM's vectors."""
+        x = self.entry_vectors(numbers, distances, lengths)
+        return _final_state(self.atom_lstm, x, lengths)
 
     def sequence_vectors(self, atoms: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Pool atom vectors (N, D) along each sequence -> (Q, D')."""

@@ -63,6 +63,25 @@ def test_alone_equals_in_batch(cfg: ModelConfig, data) -> None:
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
+def test_inference_in_row_chunks_equals_one_pass(cfg: ModelConfig, data, monkeypatch) -> None:
+    """Without autograd the LSTMs (and the round-1 / round-2 inputs) run over row chunks;
+    chunks of 3 rows split every structure here, and the output is unchanged."""
+    import fastgap.model
+
+    ds, model = StructureDataset(data), _model(cfg)
+    batch = _collate(ds, range(24))
+    one_pass = model(batch).detach()  # autograd on: one call per LSTM
+    calls = []
+    hook = model.atom_lstm.register_forward_hook(lambda *a: calls.append(1))
+    monkeypatch.setattr(fastgap.model, "INFERENCE_ROWS", 3)
+    with torch.inference_mode():
+        chunked = model(batch)
+    hook.remove()
+    assert len(calls) == -(-batch.atom_numbers.shape[0] // 3)
+    torch.testing.assert_close(chunked, one_pass, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
 def test_gradients_do_not_cross_structures_or_reach_padding(cfg: ModelConfig, data) -> None:
     ds, model = StructureDataset(data), _model(cfg)
     b = _collate(ds, range(6))
