@@ -1,8 +1,11 @@
-"""Example crystals shipped with fastgap and the demo that screens them (`run_demo`).
+"""Example crystals and molecules shipped with fastgap, and the demos that predict them.
 
-``examples.csv`` (see README.md in this folder) lists each example's id, name, formula,
-DFT band gap in eV (mp_gap36k, PBE/PBE+U; empty when not in the data set), its split in
-``benchmarks/splits/mp_gap36k.json`` (train / val / test / none) and its CIF file.
+``examples.csv`` (see README.md in this folder) lists each example crystal's id, name,
+formula, DFT band gap in eV (mp_gap36k, PBE/PBE+U; empty when not in the data set), its
+split in ``benchmarks/splits/mp_gap36k.json`` (train / val / test / none) and its CIF file
+(`run_demo`). ``molecules.csv`` lists twelve QM9 test-split molecules (geometries in
+``molecules.extxyz``) with their DFT (B3LYP) HOMO, LUMO and gap in eV
+(`run_molecule_demo`, with the bundled ``qm9`` model).
 """
 
 from __future__ import annotations
@@ -63,6 +66,45 @@ def run_demo(out_dir: str | Path = "fastgap-demo", model: Any = "default",
         n_with_dft=int(err.notna().sum()), n_test=int((test & err.notna()).sum()),
         parity_png=png, predictions_csv=csv_path,
     )  # fmt: skip
+
+
+MOLECULE_TARGETS = ("homo_eV", "lumo_eV", "gap_eV")
+
+
+@dataclass
+class MoleculeDemoResult:
+    """The molecule table (examples joined with predictions), MAE per target (eV), CSV."""
+
+    table: Any
+    mae: dict[str, float]
+    predictions_csv: Path
+
+
+def run_molecule_demo(out_dir: str | Path = "fastgap-demo", model: Any = "qm9",
+                      config: Any = None) -> MoleculeDemoResult:
+    """Predict the example molecules' HOMO, LUMO and gap and compare with QM9's DFT values.
+
+    Writes ``molecules.csv`` (examples, DFT and predicted values, eV) into ``out_dir``.
+    """
+    import pandas as pd
+
+    from fastgap.screening import PredictConfig, predict
+
+    config = config or PredictConfig(workers=0, progress=False)
+    table = pd.read_csv(EXAMPLES_DIR / "molecules.csv", dtype={"id": str})
+    preds = predict([EXAMPLES_DIR / "molecules.extxyz"], model, config)
+    missing = [t for t in MOLECULE_TARGETS if t not in preds]
+    if missing:
+        raise ValueError(f"model: the molecule demo needs a model of {list(MOLECULE_TARGETS)}; "
+                         f"{model!r} does not predict {missing}")
+    joined = table.merge(preds[["id", *MOLECULE_TARGETS]], on="id", how="left",
+                         validate="one_to_one")
+    mae = {t: float((joined[t] - joined[f"dft_{t}"]).abs().mean()) for t in MOLECULE_TARGETS}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "molecules.csv"
+    joined.to_csv(csv_path, index=False)
+    return MoleculeDemoResult(table=joined, mae=mae, predictions_csv=csv_path)
 
 
 def plot_demo_parity(table: Any, path: Path) -> Path:
