@@ -50,10 +50,11 @@ COMPOSITIONS = ("none", "physical")
 ROUNDS = (1, 2)
 CENTRE_INV_DISTANCE = 1.0  # Å^-1: the centre entry's scale in the "inverse" encoding
 RBF_ZERO = 87.0  # exp(-87) = 1.6e-38, just above float32's smallest normal (1.2e-38)
-# Without autograd, LSTMs run over this many rows at a time: each call's input projection of
-# all steps, (rows * L, 4H) float32, then stays in cache and in reused heap memory instead
-# of a fresh mmap'd block (2,048 rows x 20 steps x 384 gates is 63 MB, whose first touch
-# cost half the projection's time); same numbers, 1.3x faster (benchmarks/RESULTS.md)
+# Without autograd on CPU, LSTMs run over this many rows at a time (a GPU wants whole
+# batches): each call's input projection of all steps, (rows * L, 4H) float32, then stays
+# in cache and in reused heap memory instead of a fresh mmap'd block (2,048 rows x 20 steps
+# x 384 gates is 63 MB, whose first touch cost half the projection's time); same numbers,
+# 1.3x faster (benchmarks/RESULTS.md)
 INFERENCE_ROWS = 256
 MISSING_NBR_INDICES = (
     "rounds: this model has rounds={rounds} and needs each entry's neighbour atom index "
@@ -132,11 +133,11 @@ class ModelConfig:
 def _by_rows(f: Callable[..., torch.Tensor], *rows: torch.Tensor) -> torch.Tensor:
     """``f(*rows)`` computed on `INFERENCE_ROWS` rows at a time and concatenated (dim 0).
 
-    For row-wise ``f`` only (each output row depends on its input rows alone), and without
-    autograd; with it, or for few rows, one call.
+    For row-wise ``f`` only (each output row depends on its input rows alone), on CPU and
+    without autograd; otherwise, or for few rows, one call.
     """
     n = rows[0].shape[0]
-    if torch.is_grad_enabled() or n <= INFERENCE_ROWS:
+    if torch.is_grad_enabled() or n <= INFERENCE_ROWS or rows[0].device.type != "cpu":
         return f(*rows)
     return torch.cat([f(*(r[i:i + INFERENCE_ROWS] for r in rows))
                       for i in range(0, n, INFERENCE_ROWS)])
@@ -146,10 +147,11 @@ def _final_state(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch
     """Final hidden state of ``lstm`` over padded ``x`` (R, L, E) with ``lengths`` (R,).
 
     Returns (R, H * directions). Packed sequences make the padding unreachable; when every
-    row is full there is no padding and the packing is skipped. Without autograd the rows
-    go through in chunks of `INFERENCE_ROWS` (rows are independent: the same result).
+    row is full there is no padding and the packing is skipped. On CPU without autograd
+    the rows go through in chunks of `INFERENCE_ROWS` (rows are independent: the same
+    result).
     """
-    if not torch.is_grad_enabled() and x.shape[0] > INFERENCE_ROWS:
+    if not torch.is_grad_enabled() and x.shape[0] > INFERENCE_ROWS and x.device.type == "cpu":
         return _by_rows(lambda xs, ls: _final_state(lstm, xs, ls), x, lengths)
     if bool((lengths == x.shape[1]).all()):
         _, (h, _) = lstm(x)
