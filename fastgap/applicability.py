@@ -1,6 +1,7 @@
 """Which inputs a model bundle can predict: structures with elements above every member's
-training range, or of a periodicity kind (`fastgap.domain`) no member was trained on, become
-rejects with the reason (`fastgap.screening.predict_chunk`).
+training range or absent from a member's training structures, or of a periodicity kind
+(`fastgap.domain`) no member was trained on, become rejects with the reason
+(`fastgap.screening.predict_chunk`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fastgap.domain import (
+    ELEMENTS_KEY,
     KINDS,
     PERIODICITY_KEY,
     check_counts,
+    check_elements,
     describe,
     outside,
     periodicity_kinds,
@@ -35,18 +38,53 @@ def trained_max_z(bundle: Bundle) -> int:
     return min(limits)
 
 
-def untrained_elements(batch: FeaturizedBatch, max_z: int) -> tuple[np.ndarray, list[Reject]]:
-    """(S,) bool rows a model can predict; structures with elements above ``max_z`` -> rejects."""
-    zmax = np.zeros(batch.n_structures, dtype=np.int64)
-    if batch.n_atoms:
-        zmax = np.maximum.reduceat(batch.numbers.astype(np.int64), batch.atom_ptr[:-1])
-    keep = zmax <= max_z
-    rejects = [
-        Reject(str(batch.ids[i]), str(batch.sources[i]),
-               f"numbers: element {ELEMENTS[int(zmax[i]) - 1]} (Z={int(zmax[i])}) is outside "
-               f"the model's training elements (Z <= {max_z})")
-        for i in np.flatnonzero(~keep)
-    ]
+def trained_elements(bundle: Bundle) -> set[int] | None:
+    """Atomic numbers in every member's training structures, when the bundle card restricts
+    its inputs to them (each member's provenance entry lists ``training_elements``, as the
+    ``qm9`` bundle's does); None otherwise (then only ``max_z`` limits the elements).
+
+    Checkpoints record the elements too (metadata ``training_elements``), but a run or a
+    bundle without the card entry is not restricted by them.
+    """
+    provenance = bundle.card.get("provenance", {})
+    found = []
+    for m in bundle.members:
+        elements = provenance.get(m.path.name, {}).get(ELEMENTS_KEY)
+        if elements is None:
+            return None
+        found.append(set(check_elements(elements, f"{m.path.name}: {ELEMENTS_KEY}")))
+    return set.intersection(*found) if found else None
+
+
+def _element_list(elements: set[int]) -> str:
+    """'H, C, N, O, F' for a few elements, '83 elements, Z 1-94' for many."""
+    if len(elements) <= 12:
+        return ", ".join(ELEMENTS[z - 1] for z in sorted(elements))
+    return f"{len(elements)} elements, Z {min(elements)}-{max(elements)}"
+
+
+def untrained_elements(batch: FeaturizedBatch, max_z: int,
+                       elements: set[int] | None = None) -> tuple[np.ndarray, list[Reject]]:
+    """(S,) bool rows a model can predict; structures with elements above ``max_z``, or
+    (given ``elements``) outside that set of atomic numbers -> rejects naming the element."""
+    numbers = batch.numbers.astype(np.int64)
+    bad = numbers > max_z
+    if elements is not None:
+        bad |= ~np.isin(numbers, sorted(elements))
+    struct = np.repeat(np.arange(batch.n_structures), np.diff(batch.atom_ptr))  # (A,)
+    keep = np.ones(batch.n_structures, dtype=bool)
+    keep[struct[bad]] = False
+    first_bad = {}
+    for atom in np.flatnonzero(bad)[::-1]:  # reversed: the first bad atom of each wins
+        first_bad[int(struct[atom])] = int(numbers[atom])
+    rejects = []
+    for i in np.flatnonzero(~keep):
+        z = first_bad[int(i)]
+        allowed = (f"Z <= {max_z}" if z > max_z or elements is None
+                   else _element_list(elements))
+        rejects.append(Reject(str(batch.ids[i]), str(batch.sources[i]),
+                              f"numbers: element {ELEMENTS[z - 1]} (Z={z}) is outside the "
+                              f"model's training elements ({allowed})"))
     return keep, rejects
 
 

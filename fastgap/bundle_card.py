@@ -15,6 +15,7 @@ import numpy as np
 from fastgap._version import __version__
 from fastgap.digest import file_sha256
 from fastgap.domain import (
+    ELEMENTS_KEY,
     KINDS,
     PERIODICITY_KEY,
     check_counts,
@@ -250,12 +251,23 @@ def _regressor_data(card: dict[str, Any]) -> str:
 
 
 def _domain_lines(card: dict[str, Any]) -> list[str]:
-    """The periodicity kinds the members were trained on (`fastgap.domain`), if recorded."""
-    counts = [info.get(PERIODICITY_KEY) for info in card.get("provenance", {}).values()]
+    """The elements and periodicity kinds the members were trained on (`fastgap.domain`),
+    where the card records them."""
+    from fastgap.structures import ELEMENTS
+
+    provenance = card.get("provenance", {}).values()
+    lines = []
+    elements = [info.get(ELEMENTS_KEY) for info in provenance]
+    if elements and all(elements):
+        shared = sorted(set.intersection(*map(set, elements)))
+        lines.append(f"- elements: {', '.join(ELEMENTS[z - 1] for z in shared)} (those of "
+                     "the training structures); `fastgap predict` rejects inputs with another "
+                     "element")
+    counts = [info.get(PERIODICITY_KEY) for info in provenance]
     kinds = shared_kinds(counts)
     if kinds is None:
-        return []
-    return [(f"- structures: {', '.join(k for k in KINDS if k in kinds) or 'none'} "
+        return lines
+    return [*lines, (f"- structures: {', '.join(k for k in KINDS if k in kinds) or 'none'} "
             f"(training structures per member: {describe(counts)}); `fastgap predict` "
             "rejects other kinds with the reason unless `--any-periodicity`")]
 

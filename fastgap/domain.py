@@ -1,4 +1,4 @@
-"""The periodicity a model was trained on, and the inputs outside it.
+"""The periodicity and the elements a model was trained on, and the inputs outside them.
 
 Every structure is one of three kinds by its ``pbc`` flags: ``periodic`` (periodic along
 all three lattice vectors: crystals, slabs with vacuum), ``molecule`` (no periodic axis)
@@ -7,6 +7,11 @@ them (a molecule's lists end at its last atom), so a model trained on crystals a
 nothing trustworthy about a molecule, and the other way round. Training records the counts
 of each kind in the training split (checkpoint metadata ``training_periodicity``);
 `fastgap predict` rejects an input whose kind no member was trained on, with the reason.
+
+Training also records the atomic numbers present in the training split (metadata
+``training_elements``): an element a model never saw has an untrained embedding. A bundle
+whose card lists them per member (the ``qm9`` bundle) rejects inputs holding another
+element; other bundles and runs are held to their ``max_z`` alone.
 """
 
 from __future__ import annotations
@@ -18,6 +23,27 @@ import numpy as np
 
 KINDS = ("periodic", "partial", "molecule")
 PERIODICITY_KEY = "training_periodicity"
+ELEMENTS_KEY = "training_elements"
+
+
+def element_set(numbers: np.ndarray, atom_ptr: np.ndarray, structures: np.ndarray) -> list[int]:
+    """Sorted atomic numbers present in ``structures`` (indices) of a flat batch.
+
+    ``numbers`` (A,) int atomic numbers, ``atom_ptr`` (S+1,) int64 atom offsets.
+    """
+    chosen = np.zeros(len(atom_ptr) - 1, dtype=bool)
+    chosen[np.asarray(structures, dtype=np.int64)] = True
+    atoms = np.repeat(chosen, np.diff(atom_ptr))  # (A,) atom of a chosen structure
+    return [int(z) for z in np.unique(np.asarray(numbers)[atoms])]
+
+
+def check_elements(elements: Any, where: str) -> list[int]:
+    """Validate a recorded list of atomic numbers (from a checkpoint or a bundle card)."""
+    if (not isinstance(elements, list) or not elements
+            or not all(isinstance(z, int) and 1 <= z <= 118 for z in elements)):
+        raise ValueError(f"{where}: expected a non-empty list of atomic numbers 1..118, got "
+                         f"{elements!r}")
+    return elements
 
 
 def periodicity_kinds(pbc: np.ndarray) -> np.ndarray:

@@ -31,7 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from fastgap.applicability import trained_max_z, untrained_elements, untrained_periodicity
+from fastgap.applicability import (
+    trained_elements,
+    trained_max_z,
+    untrained_elements,
+    untrained_periodicity,
+)
 from fastgap.ensemble import GAP_TARGET, METAL_TARGET, Bundle, combine, load_bundle, select_members
 from fastgap.features import FeaturizedBatch, FeaturizerConfig
 from fastgap.predict_config import PredictConfig, PredictSummary
@@ -130,7 +135,7 @@ def predict_chunk(bundle: Bundle, batch: FeaturizedBatch, rejects: list[Reject],
     resumed run's first run wrote): only the ids and sources of the rows, nothing predicted.
     """
     check_periodicity = options.pop("check_periodicity", True)
-    keep, more = untrained_elements(batch, trained_max_z(bundle))
+    keep, more = untrained_elements(batch, trained_max_z(bundle), trained_elements(bundle))
     if check_periodicity:
         keep, other = untrained_periodicity(batch, bundle, keep)
         more += other

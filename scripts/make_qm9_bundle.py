@@ -50,6 +50,22 @@ def check_split(runs: list[Path], split_file: Path) -> None:
                              "bundle's scores need molecules no member trained on")
 
 
+def restrict_elements(bundle_dir: Path, store_path: str, split: dict[str, list[str]]) -> list[int]:
+    """Record in the card, per member, the elements of the split's training molecules (all
+    members trained on that split), so the bundle rejects inputs holding another element."""
+    from fastgap.domain import ELEMENTS_KEY, element_set
+    from fastgap.store import Store
+
+    data = Store.open(store_path).load()
+    where = {i: n for n, i in enumerate(data.ids.astype(str))}
+    elements = element_set(data.numbers, data.atom_ptr, [where[i] for i in split["train"]])
+    card = json.loads((bundle_dir / "card.json").read_text())
+    for name in card["members"]["others"]:
+        card["provenance"][name][ELEMENTS_KEY] = elements
+    (bundle_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return elements
+
+
 def score(bundle_dir: Path, store_path: str, split: dict[str, list[str]],
           batch_size: int) -> dict[str, Any]:
     """{part: {target: regression metrics}, "n": {part: molecules}} of the bundle, and
@@ -110,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     card["filters"] = {"others": "all molecules of the split's training part"}
     card["command"] = shlex.join(["python", "scripts/make_qm9_bundle.py", *sys.argv[1:]])
     pack_bundle(args.out, [], [], card, others=args.runs)
+    restrict_elements(args.out, args.store, split)
     metrics = score(args.out, args.store, split, args.batch_size)
     write_model_card(args.out, metrics=metrics)
     for part in PARTS:

@@ -20,7 +20,6 @@ from fastgap.train import TrainConfig, train
 
 DATA = Path(__file__).parent / "data" / "bench" / "qm9" / "structures.jsonl.gz"
 SPLIT = Path(__file__).parent / "data" / "bench" / "splits" / "qm9.json"
-CRYSTAL = Path(__file__).parents[1] / "fastgap" / "examples" / "cifs" / "mp-1143.cif"
 TINY = ModelConfig(embed_dim=8, atom_hidden=8, struct_hidden=8, head_sizes=(8,))
 ORBITALS = ["homo_eV", "lumo_eV", "gap_eV"]
 
@@ -78,10 +77,39 @@ def test_predict_writes_the_targets_and_rejects_crystals(qm9, tmp_path: Path) ->
     df = predict([DATA], qm9["bundle"], PredictConfig(workers=0, progress=False))
     assert list(df.columns) == ["id", "gap_eV", "homo_eV", "lumo_eV"]
     assert len(df) == 30 and np.isfinite(df[ORBITALS].to_numpy()).all()
-    summary = predict_to_file([CRYSTAL], tmp_path / "p.csv",
+    crystal = tmp_path / "POSCAR"  # diamond: elements the model knows, but periodic
+    crystal.write_text("diamond\n3.567\n1 0 0\n0 1 0\n0 0 1\nC\n8\nDirect\n"
+                       "0 0 0\n0 .5 .5\n.5 0 .5\n.5 .5 0\n"
+                       ".25 .25 .25\n.25 .75 .75\n.75 .25 .75\n.75 .75 .25\n")
+    summary = predict_to_file([crystal], tmp_path / "p.csv",
                               PredictConfig(model=str(qm9["bundle"]), workers=0, progress=False))
     assert summary.predicted == 0 and summary.rejected == 1
-    assert "molecule" in (tmp_path / "p.rejects.csv").read_text()
+    assert "trained on molecule structures only" in (tmp_path / "p.rejects.csv").read_text()
+
+
+def test_inputs_with_elements_outside_training_are_rejected(qm9, tmp_path: Path) -> None:
+    from fastgap.checkpoint import read_metadata
+    from fastgap.domain import element_set
+
+    data = Store.open(qm9["store"]).load()
+    where = {i: n for n, i in enumerate(data.ids.astype(str))}
+    train = [where[i] for i in json.loads(SPLIT.read_text())["train"]]
+    elements = element_set(data.numbers, data.atom_ptr, train)
+    assert set(elements) <= {1, 6, 7, 8, 9} and {1, 6} <= set(elements)
+    card = json.loads((qm9["bundle"] / "card.json").read_text())
+    assert all(p["training_elements"] == elements for p in card["provenance"].values())
+    # training writes the same list into every checkpoint's metadata
+    assert read_metadata(qm9["runs"][0] / "best.safetensors")["training_elements"] == elements
+    assert "- elements: H, C" in (qm9["bundle"] / "MODEL_CARD.md").read_text()
+    xyz = tmp_path / "mols.extxyz"
+    xyz.write_text("5\nid=chloromethane\nC 0 0 0\nCl 0 0 1.78\nH 1.03 0 -0.36\n"
+                   "H -0.51 0.89 -0.36\nH -0.51 -0.89 -0.36\n"
+                   "3\nid=water\nO 0 0 0.117\nH 0 0.757 -0.467\nH 0 -0.757 -0.467\n")
+    summary = predict_to_file([xyz], tmp_path / "p.csv",
+                              PredictConfig(model=str(qm9["bundle"]), workers=0, progress=False))
+    assert (summary.predicted, summary.rejected) == (1, 1)
+    reason = (tmp_path / "p.rejects.csv").read_text()
+    assert "element Cl (Z=17) is outside the model's training elements (H, C" in reason
 
 
 def test_a_run_on_another_split_is_refused(qm9, load_script, tmp_path: Path) -> None:
@@ -103,3 +131,22 @@ def test_card_splits_the_test_error_by_molecule_size(qm9) -> None:
     weighted = sum(r["n"] * r["gap_eV"] for r in rows.values() if r["n"]) / 5
     assert weighted == pytest.approx(overall, rel=1e-6)
     assert all(r["gap_eV"] is None for r in rows.values() if r["n"] == 0)
+
+
+def test_bundled_qm9_model_loads_offline() -> None:
+    """`--model qm9`: HOMO and LUMO from the three-target run, the gap the mean of both runs;
+    molecules only; the card's scores are on the fixed split's test molecules."""
+    from fastgap.applicability import trained_periodicity
+    from fastgap.ensemble import default_bundle_dir
+    from fastgap.examples import EXAMPLES_DIR
+
+    if not (default_bundle_dir("qm9") / "card.json").is_file():
+        pytest.skip("no qm9 model bundle committed yet (scripts/make_qm9_bundle.py)")
+    bundle = load_bundle("qm9")
+    assert len(bundle.others) == 2 and not bundle.band_gap and not bundle.metal
+    assert trained_periodicity(bundle)[0] == {"molecule"}
+    assert bundle.card["metrics"]["n"]["test"] == 13083
+    df = predict([EXAMPLES_DIR / "molecules.extxyz"], "qm9",
+                 PredictConfig(workers=0, progress=False))
+    assert list(df.columns) == ["id", *ORBITALS] and len(df) == 12
+    assert (df["homo_eV"] < df["lumo_eV"]).all()

@@ -40,8 +40,9 @@ def format_table(table) -> str:
 
 def format_molecules(table) -> str:
     """One line per molecule: id, SMILES, atoms, DFT and predicted gap, HOMO and LUMO."""
-    lines = [f"{'molecule':<11} {'SMILES':<20} {'atoms':>5}   {'gap DFT':>7} {'pred':>6}   "
-             f"{'HOMO DFT':>8} {'pred':>6}   {'LUMO DFT':>8} {'pred':>6}   (eV)"]
+    header = (f"{'molecule':<11} {'SMILES':<20} {'atoms':>5}   {'gap DFT':>7} {'pred':>6}   "
+              f"{'HOMO DFT':>8} {'pred':>6}   {'LUMO DFT':>8} {'pred':>6}   (eV)")
+    lines = [header]
     for row in table.itertuples(index=False):
         lines.append(f"{row.id:<11} {row.smiles[:20]:<20} {row.n_atoms:>5}   "
                      f"{_fmt(row.dft_gap_eV, 7)} {_fmt(row.gap_eV)}   "

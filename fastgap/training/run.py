@@ -14,7 +14,7 @@ import torch
 from fastgap.checkpoint import load_state, save_model, save_state
 from fastgap.data import BucketBatchSampler, StructureDataset, make_loader
 from fastgap.digest import file_sha256
-from fastgap.domain import PERIODICITY_KEY, periodicity_counts
+from fastgap.domain import ELEMENTS_KEY, PERIODICITY_KEY, element_set, periodicity_counts
 from fastgap.metrics import target_metrics
 from fastgap.model import FastGapModel, ModelConfig, predict_dataset
 from fastgap.training import loop
@@ -220,8 +220,9 @@ def run_training(config: TrainConfig, featurized: FeaturizedBatch | None) -> Pat
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp)
     ema = loop.make_ema(model, config.ema_decay)
     state = _start(config, out, model, opt, sched, scaler, ema)
-    # which kinds of structure (periodic, partial, molecule) the model learns from
-    trained_on = {PERIODICITY_KEY: periodicity_counts(np.asarray(data.pbc)[split["train"]])}
+    # which kinds of structure (periodic, partial, molecule) and elements the model learns from
+    trained_on = {PERIODICITY_KEY: periodicity_counts(np.asarray(data.pbc)[split["train"]]),
+                  ELEMENTS_KEY: element_set(data.numbers, data.atom_ptr, split["train"])}
     _fit(config, runtime, model, dataset, split, loader, sampler, opt, sched, scaler, state,
          featurizer, ema, trained_on)
     if runtime.is_main:
