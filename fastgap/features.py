@@ -188,6 +188,27 @@ class FeaturizedBatch:
             nbr_indices=None if self.nbr_indices is None else self.nbr_indices[atoms],
         )
 
+    def slice(self, lo: int, hi: int) -> FeaturizedBatch:
+        """Structures ``lo:hi`` as views of this batch's arrays (no copy)."""
+        if not 0 <= lo <= hi <= self.n_structures:
+            raise ValueError(f"slice: expected 0 <= lo <= hi <= {self.n_structures}, "
+                             f"got {lo}, {hi}")
+        a0, a1 = int(self.atom_ptr[lo]), int(self.atom_ptr[hi])
+        return FeaturizedBatch(
+            ids=self.ids[lo:hi],
+            atom_ptr=self.atom_ptr[lo:hi + 1] - a0,
+            lattice=self.lattice[lo:hi],
+            pbc=self.pbc[lo:hi],
+            numbers=self.numbers[a0:a1],
+            frac_coords=self.frac_coords[a0:a1],
+            nbr_numbers=self.nbr_numbers[a0:a1],
+            nbr_distances=self.nbr_distances[a0:a1],
+            nbr_counts=self.nbr_counts[a0:a1],
+            properties={name: value[lo:hi] for name, value in self.properties.items()},
+            sources=self.sources[lo:hi],
+            nbr_indices=None if self.nbr_indices is None else self.nbr_indices[a0:a1],
+        )
+
     @staticmethod
     def concat(batches: Sequence[FeaturizedBatch]) -> FeaturizedBatch:
         """One batch from several with the same k; properties are the union (NaN-filled)."""

@@ -56,6 +56,10 @@ RBF_ZERO = 87.0  # exp(-87) = 1.6e-38, just above float32's smallest normal (1.2
 # x 384 gates is 63 MB, whose first touch cost half the projection's time); same numbers,
 # 1.3x faster (benchmarks/RESULTS.md)
 INFERENCE_ROWS = 256
+# ... and a chunk of unpacked rows is padded with zero rows to a multiple of this, so that
+# oneDNN sees a handful of shapes (32, 64, ..., 256 rows) whose compiled LSTM primitives its
+# cache keeps, instead of one new primitive per batch (benchmarks/RESULTS.md, "Screening")
+INFERENCE_ROW_QUANTUM = 32
 MISSING_NBR_INDICES = (
     "rounds: this model has rounds={rounds} and needs each entry's neighbour atom index "
     "(nbr_indices), which the data lacks (a store written before schema version 2); "
@@ -154,7 +158,13 @@ def _final_state(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch
     if not torch.is_grad_enabled() and x.shape[0] > INFERENCE_ROWS and x.device.type == "cpu":
         return _by_rows(lambda xs, ls: _final_state(lstm, xs, ls), x, lengths)
     if bool((lengths == x.shape[1]).all()):
+        n = x.shape[0]
+        pad = -n % INFERENCE_ROW_QUANTUM
+        if pad and not torch.is_grad_enabled() and x.device.type == "cpu":
+            # rows are independent: zero rows only add outputs that are cut off again
+            x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])])
         _, (h, _) = lstm(x)
+        h = h[:, :n]
     else:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h, _) = lstm(packed)

@@ -3,7 +3,7 @@ member), results come back in input order.
 
 Workers start before any input is opened (fork: milliseconds, the parent has already
 imported torch and loaded the bundle; spawn: a fresh interpreter each), run one torch
-thread, keep no oneDNN primitive cache (nearly every batch has its own shape) and hand
+thread, keep a small oneDNN primitive cache (`PRIMITIVE_CACHE`) and hand
 freed heap memory back after every chunk (`release_memory`), so memory stays flat over
 millions of structures (benchmarks/RESULTS.md, "Screening at scale").
 """
@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 START_METHODS = ("auto", "fork", "spawn")
+PRIMITIVE_CACHE = 64  # oneDNN primitives a worker keeps (its default, 1024, grew memory)
 
 # Worker-process state: the bundle, sent once per worker by the pool initializer.
 _WORKER: dict[str, Any] = {}
@@ -45,10 +46,12 @@ def release_memory() -> None:
 
 
 def _init_worker(bundle: Any) -> None:
-    # oneDNN keeps one compiled LSTM primitive per input shape, and nearly every batch has
-    # its own shape: no cache in the workers (read when the first primitive is made, which
-    # is after this in a fresh or forked worker; a value the user set is kept)
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+    # oneDNN keeps one compiled primitive per input shape. Inference pads LSTM row chunks
+    # to a few shapes (fastgap.model.INFERENCE_ROW_QUANTUM), which a small cache keeps;
+    # the other shapes (packed sequences, bf16 Linears) vary with every batch, and a
+    # bounded cache evicts them, so memory stays flat (read when the first primitive is
+    # made, which is after this in a fresh or forked worker; a value the user set is kept)
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(PRIMITIVE_CACHE))
     import torch
 
     torch.set_num_threads(1)  # one process per core does the inference

@@ -1,7 +1,7 @@
 """Screening: structures (files, archives, stores, objects) -> band gaps, streamed in order.
 
-Data flow (at most ``chunk_size * (2 * workers + 1)`` structures in flight; workers run
-without oneDNN's primitive cache and trim the heap after each chunk, see
+Data flow (at most ``chunk_size * (2 * workers + 1)`` structures in flight; workers keep
+a small oneDNN primitive cache and trim the heap after each chunk, see
 `fastgap.prediction_workers`)::
 
     iter_raw(inputs) -> chunks ----------+
@@ -166,10 +166,11 @@ def _store_task(bundle: Bundle, batch: FeaturizedBatch, options: dict[str, Any])
     return predict_chunk(bundle, batch, [], batch.n_structures, **options)
 
 
-def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig,
-           replay: int = 0) -> Iterator[tuple[Any, tuple]]:
+def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig, replay: int = 0,
+           nbr_indices: bool = True) -> Iterator[tuple[Any, tuple]]:
     """(function, arguments) per chunk of input, in input order; the bundle is added later.
-    The first ``replay`` chunks are replayed (`predict_chunk`), not predicted."""
+    The first ``replay`` chunks are replayed (`predict_chunk`), not predicted; stores are
+    read without ``nbr_indices`` unless ``nbr_indices`` (a ``rounds > 1`` member)."""
     from fastgap.featurize import chunked
     from fastgap.readers import iter_raw
     from fastgap.store import Store
@@ -190,7 +191,7 @@ def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig,
             if store.featurizer.k != k:
                 raise ValueError(f"inputs: store {str(item)!r} has k={store.featurizer.k} "
                                  f"neighbours, the model was trained with k={k}")
-            for batch in store.iter_batches(config.chunk_size):
+            for batch in store.iter_batches(config.chunk_size, nbr_indices=nbr_indices):
                 yield _store_task, (batch, opts())
             continue
         for chunk in chunked(iter_raw(item), config.chunk_size):
@@ -203,7 +204,8 @@ def chunk_predictions(
     """Per chunk, in input order: parse + featurize + every member, in ``config.workers``
     processes (each runs the whole chain on its chunks, so inference uses every core), or
     in this process when ``workers == 0``. The first ``replay`` chunks are not predicted."""
-    tasks = _tasks(inputs, bundle.k, config, replay)
+    tasks = _tasks(inputs, bundle.k, config, replay,
+                   nbr_indices=any(m.model.config.rounds > 1 for m in bundle.members))
     yield from run_tasks(tasks, bundle, config.workers, config.start_method)
 
 

@@ -55,6 +55,10 @@ READABLE_SCHEMAS = (1, 2)  # 1: no nbr_indices
 # Structure arrays are small per row: 2**14 rows per chunk, 2**17 per shard.
 ATOM_CHUNK, ATOM_SHARD = 2**15, 2**19
 STRUCT_CHUNK, STRUCT_SHARD = 2**14, 2**17
+# `Store.iter_batches` reads whole batches covering at least this many atoms at once and
+# hands out slices: zarr decodes whole chunks, so reading batch by batch decoded a chunk
+# once per batch it touches (1,000-structure batches: 2.7x the time of this)
+READ_WINDOW_ATOMS = 4 * ATOM_CHUNK
 ATOM_FIELDS = (
     "numbers", "frac_coords", "nbr_numbers", "nbr_distances", "nbr_counts", "nbr_indices",
 )  # fmt: skip
@@ -241,17 +245,32 @@ class Store:
         lo, hi = int(idx.min()), int(idx.max()) + 1
         return self._read_range(lo, hi).select(idx - lo)
 
-    def iter_batches(self, batch_size: int = 4096) -> Iterator[FeaturizedBatch]:
-        """Stream the store in order, ``batch_size`` structures at a time."""
+    def iter_batches(self, batch_size: int = 4096, *,
+                     nbr_indices: bool = True) -> Iterator[FeaturizedBatch]:
+        """Stream the store in order, ``batch_size`` structures at a time.
+
+        ``nbr_indices=False`` skips that array (``None`` in the batches), which only
+        ``rounds > 1`` models read. Batches are views of a larger read
+        (`READ_WINDOW_ATOMS`); a pickled batch carries only its own rows.
+        """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-        for lo in range(0, self.n_structures, batch_size):
-            yield self._read_range(lo, min(lo + batch_size, self.n_structures))
+        n, ptr = self.n_structures, self.atom_ptr
+        lo = 0
+        while lo < n:
+            hi = min(lo + batch_size, n)
+            while hi < n and ptr[hi] - ptr[lo] < READ_WINDOW_ATOMS:
+                hi = min(hi + batch_size, n)
+            window = self._read_range(lo, hi, nbr_indices=nbr_indices)
+            for start in range(0, hi - lo, batch_size):
+                yield window.slice(start, min(start + batch_size, hi - lo))
+            lo = hi
 
-    def _read_range(self, lo: int, hi: int) -> FeaturizedBatch:
+    def _read_range(self, lo: int, hi: int, *, nbr_indices: bool = True) -> FeaturizedBatch:
         g, ptr = self._group, self.atom_ptr
         a0, a1 = int(ptr[lo]), int(ptr[hi])
         props = g["properties"]
+        nbr_indices = nbr_indices and self.has_nbr_indices
         return FeaturizedBatch(
             ids=self.ids[lo:hi].copy(),
             atom_ptr=(ptr[lo : hi + 1] - a0).astype(np.int64),
@@ -264,7 +283,7 @@ class Store:
             nbr_counts=g["nbr_counts"][a0:a1],
             properties={name: props[name][lo:hi] for name in self.property_names},
             sources=np.asarray(g["sources"][lo:hi], dtype=object),
-            nbr_indices=g["nbr_indices"][a0:a1] if self.has_nbr_indices else None,
+            nbr_indices=g["nbr_indices"][a0:a1] if nbr_indices else None,
         )
 
     # -- writing ---------------------------------------------------------------------------

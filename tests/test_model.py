@@ -81,6 +81,26 @@ def test_inference_in_row_chunks_equals_one_pass(cfg: ModelConfig, data, monkeyp
     torch.testing.assert_close(chunked, one_pass, rtol=0, atol=1e-12)
 
 
+def test_inference_pads_lstm_rows_to_few_shapes(data) -> None:
+    """Without autograd on CPU every per-atom LSTM call sees a multiple of
+    INFERENCE_ROW_QUANTUM rows (a few shapes for oneDNN's cache); outputs are unchanged."""
+    from fastgap.model import INFERENCE_ROW_QUANTUM
+
+    ds, model = StructureDataset(data), _model(ModelConfig())
+    crystals = [i for i in range(len(ds)) if data.pbc[i].all()][:5]  # full lists: unpacked
+    batch = _collate(ds, crystals)
+    assert batch.atom_numbers.shape[0] % INFERENCE_ROW_QUANTUM != 0
+    assert bool((batch.atom_lengths == batch.atom_numbers.shape[1]).all())
+    rows: list[int] = []
+    hook = model.atom_lstm.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    one_pass = model(batch).detach()
+    with torch.inference_mode():
+        padded = model(batch)
+    hook.remove()
+    assert rows[0] == batch.atom_numbers.shape[0] and rows[1] % INFERENCE_ROW_QUANTUM == 0
+    torch.testing.assert_close(padded, one_pass, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
 def test_gradients_do_not_cross_structures_or_reach_padding(cfg: ModelConfig, data) -> None:
     ds, model = StructureDataset(data), _model(cfg)

@@ -51,6 +51,33 @@ def test_round_trip_in_two_appends(tmp_path: Path, batch: FeaturizedBatch) -> No
     assert attrs["created"] <= attrs["updated"]
 
 
+@pytest.mark.parametrize("window", [1, 40, 10**9])
+def test_iter_batches_reads_windows_and_hands_out_batches(
+    tmp_path: Path, batch: FeaturizedBatch, window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are the same whatever the read window (one batch, several, the whole store)."""
+    import fastgap.store
+
+    monkeypatch.setattr(fastgap.store, "READ_WINDOW_ATOMS", window)
+    store = Store.create(tmp_path / "s.zarr", CONFIG)
+    store.append(batch)
+    opened = Store.open(tmp_path / "s.zarr")
+    got = list(opened.iter_batches(5))
+    assert [b.n_structures for b in got] == [5, 5, 2]
+    for start, b in zip((0, 5, 10), got):
+        assert_same(b, batch.select(np.arange(start, start + b.n_structures)))
+    lean = list(opened.iter_batches(5, nbr_indices=False))
+    assert all(b.nbr_indices is None for b in lean)
+    np.testing.assert_array_equal(lean[1].nbr_distances, got[1].nbr_distances)
+
+
+def test_slice_equals_select_and_checks_bounds(batch: FeaturizedBatch) -> None:
+    assert_same(batch.slice(3, 9), batch.select(np.arange(3, 9)))
+    assert batch.slice(4, 4).n_structures == 0
+    with pytest.raises(ValueError, match=r"slice: expected 0 <= lo <= hi <= 12, got 5, 13"):
+        batch.slice(5, 13)
+
+
 def test_property_first_seen_later_is_backfilled(tmp_path: Path, batch: FeaturizedBatch) -> None:
     first = batch.select(np.arange(4))
     first.properties = {"band_gap_eV": first.properties["band_gap_eV"]}
