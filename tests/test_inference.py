@@ -263,3 +263,9 @@ def test_cli_flags_map_onto_the_config(bundle_dir: Path, tmp_path: Path, monkeyp
     assert cli.run(args) == 0
     assert (run_args[0].model, run_args[0].members, run_args[0].precision,
             run_args[0].tta) == ("fast", 0, resolve_precision("auto"), False)
+    # an explicit precision is kept in fast mode
+    assert cli.run(parser.parse_args([str(DATA), "--out", str(fast), "--fast",
+                                      "--precision", "fp32"])) == 0
+    assert (run_args[1].model, run_args[1].precision) == ("fast", "fp32")
+    assert cli.run(parser.parse_args([str(DATA), "--out", str(fast)])) == 0
+    assert (run_args[2].model, run_args[2].precision) == ("default", "fp32")

@@ -24,10 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tta", action="store_true",
                         help="no averaging over axis-swap atom orders for order-dependent "
                              "(LSTM-pooling) members; order-free members never need it")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "auto"],
-                        help="fp32 (the model card's numbers), bf16 CPU autocast (faster only "
-                             "on CPUs with native bfloat16), int8 dynamic quantization, or "
-                             "auto (bf16 where native, else fp32); speed and accuracy in "
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "int8", "auto"],
+                        help="fp32 (the default: the model card's numbers), bf16 CPU autocast "
+                             "(faster only on CPUs with native bfloat16), int8 dynamic "
+                             "quantization, or auto (bf16 where native, else fp32; the "
+                             "default with --fast); speed and accuracy in "
                              "benchmarks/RESULTS.md")
     parser.add_argument("--members", type=int, default=0,
                         help="use the first N band-gap regressors and the first N classifiers "
@@ -36,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true",
                         help="fast mode: --model fast --precision auto (one network for "
                              "band gap and p_metal; with another --model: --members 1 "
-                             "--precision auto --no-tta); accuracy in benchmarks/RESULTS.md, "
-                             "## Screening")
+                             "--precision auto --no-tta; an explicit --precision is kept); "
+                             "accuracy in benchmarks/RESULTS.md, ## Screening")
     parser.add_argument("--raw-std", action="store_true",
                         help="report the raw ensemble spread instead of the calibrated std")
     parser.add_argument("--start-method", default="auto", choices=["auto", "fork", "spawn"],
@@ -61,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from fastgap.readers import ReadPolicy
     from fastgap.screening import PredictConfig, predict_to_file
 
+    if args.precision is None:
+        args.precision = "auto" if args.fast else "fp32"
     if args.fast:
-        args.precision, args.no_tta = resolve_precision("auto"), True
+        args.precision, args.no_tta = resolve_precision(args.precision), True
         if args.model == "default":
             args.model = "fast"
         else:
