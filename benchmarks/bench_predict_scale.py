@@ -29,7 +29,11 @@ import psutil
 
 
 def count_records(path: Path) -> int:
-    """Non-empty lines of a JSON-lines(.gz) file (one record each)."""
+    """Structures of a feature store, or non-empty lines of a JSON-lines(.gz) file."""
+    if (path / "zarr.json").is_file():
+        from fastgap.store import Store
+
+        return Store.open(path).n_structures
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         return sum(1 for line in f if line.strip())
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     )
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("input", type=Path, help="JSON-lines(.gz) input")
+    p.add_argument("input", type=Path, help="JSON-lines(.gz) input or a feature store")
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     args = p.parse_args(ours)
