@@ -241,14 +241,28 @@ class StructureDataset(torch.utils.data.Dataset):
         return item
 
 
+    def __getitems__(self, items: Sequence[tuple[int, int] | int]) -> Batch:
+        """The collated ``Batch`` of ``items`` at once (`fastgap.gather`); the DataLoader
+        calls this instead of ``__getitem__`` per item, and ``collate`` passes it on."""
+        from fastgap.gather import gather_batch
+
+        return gather_batch(self, items)
+
+
 def _row_ptr(is_rep: np.ndarray, struct_of_atom: np.ndarray, n_struct: int) -> np.ndarray:
     """(S+1,) int64 offsets of each structure's kept rows."""
     kept = np.bincount(struct_of_atom[is_rep], minlength=n_struct)
     return np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
 
 
-def collate(items: Sequence[dict[str, Any]]) -> Batch:
-    """Concatenate dataset items into a ``Batch`` (atoms once, one sequence per order)."""
+def collate(items: Sequence[dict[str, Any]] | Batch) -> Batch:
+    """Concatenate dataset items into a ``Batch`` (atoms once, one sequence per order).
+
+    A ``Batch`` (what ``StructureDataset.__getitems__`` gives the DataLoader) is returned as
+    it is.
+    """
+    if isinstance(items, Batch):
+        return items
     if not items:
         raise ValueError("items: expected at least one dataset item, got none")
     numbers = torch.cat([it["numbers"] for it in items])  # (N, L)
