@@ -29,7 +29,6 @@ never read. Outputs are in normalised units; ``target_mean`` / ``target_std`` bu
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from fastgap.data import Batch, BucketBatchSampler, StructureDataset, make_loader
+from fastgap.lstm_rows import by_rows, final_state
 
 if TYPE_CHECKING:
     from fastgap.features import FeaturizedBatch
@@ -51,16 +50,6 @@ COMPOSITIONS = ("none", "physical")
 ROUNDS = (1, 2)
 CENTRE_INV_DISTANCE = 1.0  # Å^-1: the centre entry's scale in the "inverse" encoding
 RBF_ZERO = 87.0  # exp(-87) = 1.6e-38, just above float32's smallest normal (1.2e-38)
-# Without autograd on CPU, LSTMs run over this many rows at a time (a GPU wants whole
-# batches): each call's input projection of all steps, (rows * L, 4H) float32, then stays
-# in cache and in reused heap memory instead of a fresh mmap'd block (2,048 rows x 20 steps
-# x 384 gates is 63 MB, whose first touch cost half the projection's time); same numbers,
-# 1.3x faster (benchmarks/RESULTS.md)
-INFERENCE_ROWS = 256
-# ... and a chunk of unpacked rows is padded with zero rows to a multiple of this, so that
-# oneDNN sees a handful of shapes (32, 64, ..., 256 rows) whose compiled LSTM primitives its
-# cache keeps, instead of one new primitive per batch (benchmarks/RESULTS.md, "Screening")
-INFERENCE_ROW_QUANTUM = 32
 MISSING_NBR_INDICES = (
     "rounds: this model has rounds={rounds} and needs each entry's neighbour atom index "
     "(nbr_indices), which the data lacks (a store written before schema version 2); "
@@ -133,44 +122,6 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"model config: unknown fields {sorted(unknown)}")
         return cls(**data)
-
-
-def _by_rows(f: Callable[..., torch.Tensor], *rows: torch.Tensor) -> torch.Tensor:
-    """``f(*rows)`` computed on `INFERENCE_ROWS` rows at a time and concatenated (dim 0).
-
-    For row-wise ``f`` only (each output row depends on its input rows alone), on CPU and
-    without autograd; otherwise, or for few rows, one call.
-    """
-    n = rows[0].shape[0]
-    if torch.is_grad_enabled() or n <= INFERENCE_ROWS or rows[0].device.type != "cpu":
-        return f(*rows)
-    return torch.cat([f(*(r[i:i + INFERENCE_ROWS] for r in rows))
-                      for i in range(0, n, INFERENCE_ROWS)])
-
-
-def _final_state(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Final hidden state of ``lstm`` over padded ``x`` (R, L, E) with ``lengths`` (R,).
-
-    Returns (R, H * directions). Packed sequences make the padding unreachable; when every
-    row is full there is no padding and the packing is skipped. On CPU without autograd
-    the rows go through in chunks of `INFERENCE_ROWS` (rows are independent: the same
-    result).
-    """
-    if not torch.is_grad_enabled() and x.shape[0] > INFERENCE_ROWS and x.device.type == "cpu":
-        return _by_rows(lambda xs, ls: _final_state(lstm, xs, ls), x, lengths)
-    if bool((lengths == x.shape[1]).all()):
-        n = x.shape[0]
-        pad = -n % INFERENCE_ROW_QUANTUM
-        if pad and not torch.is_grad_enabled() and x.device.type == "cpu":
-            # rows are independent: zero rows only add outputs that are cut off again
-            x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])])
-        _, (h, _) = lstm(x)
-        h = h[:, :n]
-    else:
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h, _) = lstm(packed)
-    n_dir = 2 if lstm.bidirectional else 1
-    return torch.cat([h[-n_dir + d] for d in range(n_dir)], dim=-1)
 
 
 class FastGapModel(nn.Module):
@@ -281,7 +232,7 @@ class FastGapModel(nn.Module):
         result; with it, the result has one row per round-2 row: the round-1 vector of its
         atom (``rounds=1``) or the round-2 LSTM's output (``rounds=2``).
         """
-        atoms = _by_rows(self._round1, batch.atom_numbers, batch.atom_distances,
+        atoms = by_rows(self._round1, batch.atom_numbers, batch.atom_distances,
                          batch.atom_lengths)  # (N, D)
         rows = batch.atom_nbr_rows
         if rows is None:
@@ -298,21 +249,21 @@ class FastGapModel(nn.Module):
             valid = torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]  # (R, L)
             nbr = F.embedding(torch.where(valid, rows, atoms.shape[0]), table)  # (R, L, D)
             enc = self.distance_encoding(distances, valid).to(nbr.dtype)
-            return _final_state(self.round_lstm, torch.cat([nbr, enc], dim=-1), lengths)
+            return final_state(self.round_lstm, torch.cat([nbr, enc], dim=-1), lengths)
 
-        return _by_rows(round2, rows, batch.atom_distances[own], batch.atom_lengths[own])
+        return by_rows(round2, rows, batch.atom_distances[own], batch.atom_lengths[own])
 
     def _round1(self, numbers: torch.Tensor, distances: torch.Tensor,
                 lengths: torch.Tensor) -> torch.Tensor:
         """(N, L) numbers, (N, L) Å, (N,) lengths -> (N, D) the per-atom LSTM's vectors."""
         x = self.entry_vectors(numbers, distances, lengths)
-        return _final_state(self.atom_lstm, x, lengths)
+        return final_state(self.atom_lstm, x, lengths)
 
     def sequence_vectors(self, atoms: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Pool atom vectors (N, D) along each sequence -> (Q, D')."""
         seq = F.embedding(batch.seq_atoms, atoms)  # (Q, M, D); past seq_lengths masked below
         if self.config.pooling == "lstm":
-            return _final_state(self.struct_lstm, seq, batch.seq_lengths)
+            return final_state(self.struct_lstm, seq, batch.seq_lengths)
         steps = torch.arange(seq.shape[1], device=seq.device)
         mask = steps[None, :] < batch.seq_lengths[:, None]  # (Q, M)
         if self.config.pooling == "mean":

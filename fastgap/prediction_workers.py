@@ -47,7 +47,7 @@ def release_memory() -> None:
 
 def _init_worker(bundle: Any) -> None:
     # oneDNN keeps one compiled primitive per input shape. Inference pads LSTM row chunks
-    # to a few shapes (fastgap.model.INFERENCE_ROW_QUANTUM), which a small cache keeps;
+    # to a few shapes (fastgap.lstm_rows.INFERENCE_ROW_QUANTUM), which a small cache keeps;
     # the other shapes (packed sequences, bf16 Linears) vary with every batch, and a
     # bounded cache evicts them, so memory stays flat (read when the first primitive is
     # made, which is after this in a fresh or forked worker; a value the user set is kept)

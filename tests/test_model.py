@@ -66,14 +66,14 @@ def test_alone_equals_in_batch(cfg: ModelConfig, data) -> None:
 def test_inference_in_row_chunks_equals_one_pass(cfg: ModelConfig, data, monkeypatch) -> None:
     """Without autograd the LSTMs (and the round-1 / round-2 inputs) run over row chunks;
     chunks of 3 rows split every structure here, and the output is unchanged."""
-    import fastgap.model
+    import fastgap.lstm_rows
 
     ds, model = StructureDataset(data), _model(cfg)
     batch = _collate(ds, range(24))
     one_pass = model(batch).detach()  # autograd on: one call per LSTM
     calls = []
     hook = model.atom_lstm.register_forward_hook(lambda *a: calls.append(1))
-    monkeypatch.setattr(fastgap.model, "INFERENCE_ROWS", 3)
+    monkeypatch.setattr(fastgap.lstm_rows, "INFERENCE_ROWS", 3)
     with torch.inference_mode():
         chunked = model(batch)
     hook.remove()
@@ -84,7 +84,7 @@ def test_inference_in_row_chunks_equals_one_pass(cfg: ModelConfig, data, monkeyp
 def test_inference_pads_lstm_rows_to_few_shapes(data) -> None:
     """Without autograd on CPU every per-atom LSTM call sees a multiple of
     INFERENCE_ROW_QUANTUM rows (a few shapes for oneDNN's cache); outputs are unchanged."""
-    from fastgap.model import INFERENCE_ROW_QUANTUM
+    from fastgap.lstm_rows import INFERENCE_ROW_QUANTUM
 
     ds, model = StructureDataset(data), _model(ModelConfig())
     crystals = [i for i in range(len(ds)) if data.pbc[i].all()][:5]  # full lists: unpacked

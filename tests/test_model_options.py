@@ -18,7 +18,8 @@ import torch
 from fastgap.checkpoint import load_model
 from fastgap.data import ALL_VARIANTS, StructureDataset, collate
 from fastgap.features import FeaturizedBatch
-from fastgap.model import FastGapModel, ModelConfig, _final_state, predict_batch
+from fastgap.lstm_rows import final_state
+from fastgap.model import FastGapModel, ModelConfig, predict_batch
 from fastgap.synthetic import synthetic_featurized
 
 DATA = Path(__file__).parent / "data" / "model"
@@ -151,7 +152,7 @@ def _round_two_by_hand(model: FastGapModel, data, s: int) -> torch.Tensor:
     b = collate([ds[0]])
     b.atom_distances = b.atom_distances.double()
     x = model.entry_vectors(b.atom_numbers, b.atom_distances, b.atom_lengths)
-    h1 = _final_state(model.atom_lstm, x, b.atom_lengths)  # (atoms, D), atom order
+    h1 = final_state(model.atom_lstm, x, b.atom_lengths)  # (atoms, D), atom order
     rows = []
     for i in range(a1 - a0):
         n = int(data.nbr_counts[a0 + i])
