@@ -240,7 +240,6 @@ class StructureDataset(torch.utils.data.Dataset):
             item["round_entries"] = self.round_entries[q0:q1]
         return item
 
-
     def __getitems__(self, items: Sequence[tuple[int, int] | int]) -> Batch:
         """The collated ``Batch`` of ``items`` at once (`fastgap.gather`); the DataLoader
         calls this instead of ``__getitem__`` per item, and ``collate`` passes it on."""

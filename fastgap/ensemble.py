@@ -116,6 +116,11 @@ class Bundle:
         return list(seen.values())
 
     @property
+    def reads_nbr_indices(self) -> bool:
+        """Whether some member (``rounds > 1``) reads the neighbours' atom indices."""
+        return any(m.model.config.rounds > 1 for m in self.members)
+
+    @property
     def std_scale(self) -> float:
         """Calibration factor of ``band_gap_std_eV`` (1.0 when the card has none)."""
         return float(self.card.get("calibration", {}).get("std_scale", 1.0))

@@ -50,6 +50,17 @@ class FeaturizerConfig:
         return {"k": self.k}
 
 
+def row_ranges(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``ptr[i]:ptr[i + 1]`` of every ``i`` in ``idx`` (int64), concatenated (R,) int64,
+    and the offsets of each one's first row in that concatenation (len(idx) + 1,) int64."""
+    starts, counts = ptr[idx], ptr[idx + 1] - ptr[idx]
+    offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    # row of every selected entry: start of its range + position inside it
+    rows = np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1], dtype=np.int64)
+    return rows, offsets
+
+
 @dataclass(eq=False)
 class FeaturizedBatch:
     """S structures with A atoms in total, k neighbours per atom (see DEVELOPERS.md).
@@ -167,12 +178,7 @@ class FeaturizedBatch:
                 raise ValueError(f"idx: boolean mask must have shape ({self.n_structures},)")
             idx = np.flatnonzero(idx)
         idx = idx.astype(np.int64, copy=False)
-        counts = np.diff(self.atom_ptr)[idx]
-        starts = self.atom_ptr[idx]
-        # atom index of every selected atom: start of its structure + position inside it
-        ptr = np.zeros(idx.shape[0] + 1, dtype=np.int64)
-        np.cumsum(counts, out=ptr[1:])
-        atoms = np.repeat(starts - ptr[:-1], counts) + np.arange(ptr[-1], dtype=np.int64)
+        atoms, ptr = row_ranges(self.atom_ptr, idx)
         return FeaturizedBatch(
             ids=self.ids[idx],
             atom_ptr=ptr,

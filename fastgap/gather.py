@@ -16,19 +16,10 @@ import numpy as np
 import torch
 
 from fastgap.data import ALL_VARIANTS, Batch
+from fastgap.features import row_ranges
 
 if TYPE_CHECKING:
     from fastgap.data import StructureDataset
-
-
-def _ranges(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``ptr[i]:ptr[i+1]`` of every ``i`` in ``idx``, concatenated (R,), and the
-    batch offsets of each structure's first row (B + 1,)."""
-    starts, counts = ptr[idx], ptr[idx + 1] - ptr[idx]
-    offsets = np.zeros(len(idx) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    rows = np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1], dtype=np.int64)
-    return rows, offsets
 
 
 def _sequences(ds: StructureDataset, idx: np.ndarray, variants: Sequence[int],
@@ -61,11 +52,11 @@ def gather_batch(ds: StructureDataset, items: Sequence[Any]) -> Batch:
     idx = np.asarray([int(i) for i, _ in pairs], dtype=np.int64)  # (B,)
     if idx.min() < 0 or idx.max() >= len(ds):
         raise IndexError(f"items: dataset indices must be in [0, {len(ds)})")
-    rows, offsets = _ranges(ds.rep_ptr, idx)
+    rows, offsets = row_ranges(ds.rep_ptr, idx)
     rows_t = torch.as_tensor(rows)
     nbr_rows = None
     if ds.round_entries is not None:
-        rows2, offsets2 = _ranges(ds.round_ptr, idx)
+        rows2, offsets2 = row_ranges(ds.round_ptr, idx)
         entries = ds.round_entries[torch.as_tensor(rows2)]  # (N2, L) structure-local rows
         shift = torch.as_tensor(np.repeat(offsets[:-1], np.diff(offsets2)))[:, None]
         nbr_rows = torch.where(entries >= 0, entries + shift, len(rows))  # padding -> row N

@@ -26,6 +26,11 @@ INFERENCE_ROWS = 256
 INFERENCE_ROW_QUANTUM = 32
 
 
+def cpu_inference(x: torch.Tensor) -> bool:
+    """Whether ``x`` is computed on the CPU without autograd (where the chunking applies)."""
+    return not torch.is_grad_enabled() and x.device.type == "cpu"
+
+
 def by_rows(f: Callable[..., torch.Tensor], *rows: torch.Tensor) -> torch.Tensor:
     """``f(*rows)`` computed on `INFERENCE_ROWS` rows at a time and concatenated (dim 0).
 
@@ -33,7 +38,7 @@ def by_rows(f: Callable[..., torch.Tensor], *rows: torch.Tensor) -> torch.Tensor
     without autograd; otherwise, or for few rows, one call.
     """
     n = rows[0].shape[0]
-    if torch.is_grad_enabled() or n <= INFERENCE_ROWS or rows[0].device.type != "cpu":
+    if n <= INFERENCE_ROWS or not cpu_inference(rows[0]):
         return f(*rows)
     return torch.cat([f(*(r[i:i + INFERENCE_ROWS] for r in rows))
                       for i in range(0, n, INFERENCE_ROWS)])
@@ -47,12 +52,12 @@ def final_state(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.
     the rows go through in chunks of `INFERENCE_ROWS` (rows are independent: the same
     result).
     """
-    if not torch.is_grad_enabled() and x.shape[0] > INFERENCE_ROWS and x.device.type == "cpu":
+    if x.shape[0] > INFERENCE_ROWS and cpu_inference(x):
         return by_rows(lambda xs, ls: final_state(lstm, xs, ls), x, lengths)
     if bool((lengths == x.shape[1]).all()):
         n = x.shape[0]
         pad = -n % INFERENCE_ROW_QUANTUM
-        if pad and not torch.is_grad_enabled() and x.device.type == "cpu":
+        if pad and cpu_inference(x):
             # rows are independent: zero rows only add outputs that are cut off again
             x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])])
         _, (h, _) = lstm(x)

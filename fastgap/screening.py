@@ -90,7 +90,7 @@ def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool, bat
     # built once, shared by every member; round-2 rows only if some member reads them, the
     # axis-swap orders only if some member's pooling reads the atoms in order
     dataset = StructureDataset(batch,
-                               neighbour_rows=any(m.model.config.rounds > 1 for m in members),
+                               neighbour_rows=bundle.reads_nbr_indices,
                                orders=not all(order_free(m.model) for m in members))
     outs = predict_members([m.model for m in members], dataset, tta=tta,
                            batch_size=batch_size, precision=precision)
@@ -204,8 +204,7 @@ def chunk_predictions(
     """Per chunk, in input order: parse + featurize + every member, in ``config.workers``
     processes (each runs the whole chain on its chunks, so inference uses every core), or
     in this process when ``workers == 0``. The first ``replay`` chunks are not predicted."""
-    tasks = _tasks(inputs, bundle.k, config, replay,
-                   nbr_indices=any(m.model.config.rounds > 1 for m in bundle.members))
+    tasks = _tasks(inputs, bundle.k, config, replay, nbr_indices=bundle.reads_nbr_indices)
     yield from run_tasks(tasks, bundle, config.workers, config.start_method)
 
 
