@@ -5,8 +5,13 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
+
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include "fastgap_knn.hpp"
+#include "fastgap_lstm.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -88,15 +93,76 @@ nb::tuple knn_batch(In<double> lattices, In<double> frac_coords, In<int32_t> num
                         counts.to_numpy<1>({a}));
 }
 
+void check_lstm_shape(const char* name, size_t ndim, const int64_t* shape, size_t want_ndim,
+                      std::initializer_list<int64_t> want) {
+  bool ok = ndim == want_ndim;
+  size_t d = 0;
+  for (int64_t w : want) {
+    ok = ok && (w < 0 || shape[d] == w);
+    ++d;
+  }
+  if (ok) return;
+  std::string got = "(";
+  for (size_t i = 0; i < ndim; ++i) got += (i ? ", " : "") + std::to_string(shape[i]);
+  std::string expect = "(";
+  d = 0;
+  for (int64_t w : want) expect += (d++ ? ", " : "") + (w < 0 ? std::string("any") : std::to_string(w));
+  throw fastgap::LstmError(std::string(name) + ": expected shape " + expect + "), got " + got + ")");
+}
+
+// Empty `scale` (size 0) means 1 everywhere.
+Out<float, 2> lstm_final_states(In<int64_t> index, In<float> scale, In<float> dense,
+                                In<int64_t> lengths, In<float> table, In<float> w_dense,
+                                In<float> w_hh, In<float> bias, bool bf16, int num_threads,
+                                const std::string& isa) {
+  const int64_t R = index.ndim() == 2 ? int64_t(index.shape(0)) : -1,
+                L = index.ndim() == 2 ? int64_t(index.shape(1)) : -1,
+                H = w_hh.ndim() == 2 ? int64_t(w_hh.shape(1)) : -1,
+                B = dense.ndim() == 3 ? int64_t(dense.shape(2)) : -1;
+  check_lstm_shape("index", index.ndim(), index.shape_ptr(), 2, {-1, -1});
+  check_lstm_shape("w_hh", w_hh.ndim(), w_hh.shape_ptr(), 2, {4 * H, H});
+  check_lstm_shape("dense", dense.ndim(), dense.shape_ptr(), 3, {R, L, -1});
+  check_lstm_shape("lengths", lengths.ndim(), lengths.shape_ptr(), 1, {R});
+  check_lstm_shape("table", table.ndim(), table.shape_ptr(), 2, {-1, 4 * H});
+  check_lstm_shape("w_dense", w_dense.ndim(), w_dense.shape_ptr(), 2, {4 * H, B});
+  check_lstm_shape("bias", bias.ndim(), bias.shape_ptr(), 1, {4 * H});
+  if (scale.size() != 0) check_lstm_shape("scale", scale.ndim(), scale.shape_ptr(), 2, {R, L});
+  fastgap::LstmInput in;
+  in.index = index.data();
+  in.scale = scale.size() ? scale.data() : nullptr;
+  in.dense = B > 0 ? dense.data() : nullptr;
+  in.lengths = lengths.data();
+  in.table = table.data();
+  in.w_dense = B > 0 ? w_dense.data() : nullptr;
+  in.w_hh = w_hh.data();
+  in.bias = bias.data();
+  in.rows = R;
+  in.steps = L;
+  in.dense_dim = B;
+  in.table_rows = int64_t(table.shape(0));
+  in.hidden = H;
+  in.bf16 = bf16;
+  in.isa = isa.c_str();
+  Buffer<float> out(size_t(R * H));
+  {
+    nb::gil_scoped_release release;
+    fastgap::lstm_final_states(in, out.data.get(), num_threads);
+  }
+  return out.to_numpy<2>({size_t(R), size_t(H)});
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
-  m.doc() = "fastgap compiled core: periodic k-nearest-neighbour lists (see cpp/fastgap_knn.hpp).";
+  m.doc() = "fastgap compiled core: periodic k-nearest-neighbour lists (cpp/fastgap_knn.hpp) "
+            "and LSTM inference (cpp/fastgap_lstm.hpp).";
   // The one place where C++ errors become Python exceptions.
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
     } catch (const fastgap::KnnError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const fastgap::LstmError& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
@@ -105,6 +171,13 @@ NB_MODULE(_core, m) {
         "k nearest neighbours of every atom of a batch; returns (numbers int16 (A, k), "
         "distances float64 (A, k) in Å, indices int32 (A, k), images int32 (A, k, 3), "
         "counts int32 (A,)). Contract: cpp/fastgap_knn.hpp.");
+  m.def("lstm_final_states", &lstm_final_states, "index"_a, "scale"_a, "dense"_a, "lengths"_a,
+        "table"_a, "w_dense"_a, "w_hh"_a, "bias"_a, "bf16"_a, "num_threads"_a, "isa"_a,
+        "final hidden states float32 (R, H) of a one-layer LSTM whose input gates are "
+        "scale * table[index] + w_dense @ dense; empty scale = 1. Contract: "
+        "cpp/fastgap_lstm.hpp.");
+  m.def("lstm_isas", &fastgap::lstm_isas,
+        "instruction sets of the LSTM core on this CPU and build, best first");
   m.attr("__version__") = FASTGAP_VERSION;
   m.attr("TIE_TOL") = fastgap::TIE_TOL;
   m.attr("MIN_DISTANCE") = fastgap::MIN_DISTANCE;

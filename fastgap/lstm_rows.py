@@ -1,5 +1,5 @@
-"""LSTM calls of `fastgap.model` over rows: final states of packed sequences, and row
-chunks for CPU inference.
+"""LSTM calls of `fastgap.model` over rows: final states of packed sequences, row chunks
+for CPU inference, and the compiled LSTM core for CPU inference of the per-atom LSTM.
 
 Rows (atoms, structures) are independent sequences, so an LSTM over a subset of them gives
 the same states as over all of them; CPU inference uses that to run over cache-sized chunks
@@ -8,8 +8,11 @@ padded to a few shapes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -67,3 +70,77 @@ def final_state(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.
         _, (h, _) = lstm(packed)
     n_dir = 2 if lstm.bidirectional else 1
     return torch.cat([h[-n_dir + d] for d in range(n_dir)], dim=-1)
+
+
+# The compiled LSTM core (cpp/fastgap_lstm.hpp) runs CPU inference of one-layer,
+# one-direction LSTMs whose entry input is an element vector times a scale (1/distance) or
+# an element vector next to a dense encoding: the element part of the input product is then
+# one product per element instead of one per entry. "0" turns it off (torch's LSTM
+# everywhere); FASTGAP_LSTM_ISA picks its instruction set ("auto" or one of
+# fastgap._core.lstm_isas()).
+KERNEL_ENV = "FASTGAP_LSTM_KERNEL"
+ISA_ENV = "FASTGAP_LSTM_ISA"
+
+
+def _kernel() -> Callable[..., Any] | None:
+    try:
+        from fastgap import _core
+    except ImportError:  # a source tree without the built extension
+        return None
+    return getattr(_core, "lstm_final_states", None)
+
+
+def kernel_applies(lstm: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `fused_final_state` runs ``lstm`` on data like ``x``: CPU inference, a plain
+    one-layer one-direction ``nn.LSTM`` with float32 weights, not while torch.compile traces,
+    the core built and not switched off (`KERNEL_ENV`)."""
+    return (
+        os.environ.get(KERNEL_ENV, "1") != "0"
+        and cpu_inference(x)
+        and type(lstm) is nn.LSTM
+        and lstm.num_layers == 1
+        and not lstm.bidirectional
+        and lstm.proj_size == 0
+        and lstm.weight_hh_l0.dtype == torch.float32
+        and not torch.compiler.is_compiling()
+        and _kernel() is not None
+    )
+
+
+def fused_final_state(lstm: nn.LSTM, vectors: torch.Tensor, index: torch.Tensor,
+                      lengths: torch.Tensor, *, scale: torch.Tensor | None = None,
+                      dense: torch.Tensor | None = None) -> torch.Tensor:
+    """Final hidden states (R, H) float32 of ``lstm`` over entries whose input is
+    ``vectors[index] * scale`` (no ``dense``) or ``cat([vectors[index], dense])``.
+
+    Args:
+        lstm: a module for which `kernel_applies`.
+        vectors: (T, E) float table (element vectors).
+        index: (R, L) int64 rows of ``vectors``; entries past ``lengths`` are not read.
+        lengths: (R,) int64, 1..L.
+        scale: (R, L) float, with ``dense`` None.
+        dense: (R, L, B) float, B = the LSTM's input size - E.
+
+    Bfloat16 products when CPU autocast to bfloat16 is on (as torch's LSTM would), else
+    float32; results equal torch's LSTM up to that rounding (tests/test_lstm_kernel.py).
+    """
+    hidden = lstm.hidden_size
+    e = vectors.shape[1]
+    bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with torch.autocast("cpu", enabled=False):
+        w_ih = lstm.weight_ih_l0.detach()
+        table = vectors.detach().float() @ w_ih[:, :e].T  # (T, 4H): each row's input gates
+        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach() if lstm.bias else w_ih.new_zeros(4 * hidden)
+    rows, steps = index.shape
+    dense_np = (dense.detach().float().contiguous().numpy() if dense is not None
+                else np.zeros((rows, steps, 0), dtype=np.float32))
+    out = _kernel()(
+        index.to(torch.int64).contiguous().numpy(),
+        (scale.detach().float().contiguous().numpy() if scale is not None
+         else np.zeros(0, dtype=np.float32)),
+        dense_np, lengths.to(torch.int64).contiguous().numpy(), table.contiguous().numpy(),
+        w_ih[:, e:].contiguous().numpy(), lstm.weight_hh_l0.detach().contiguous().numpy(),
+        bias.contiguous().numpy(), bf16, torch.get_num_threads(),
+        os.environ.get(ISA_ENV, "auto"),
+    )
+    return torch.from_numpy(out)

@@ -11,7 +11,8 @@ Design (the defaults of ``ModelConfig``):
    electron affinity, valence s/p/d/f counts, mass, Mendeleev number, molar volume, and
    missing-value flags); the distance scaling is unchanged.
 3. A per-atom LSTM reads the 20 vectors in list order; its final hidden state is the atom
-   vector.
+   vector. CPU inference runs it in the compiled LSTM core (``fastgap.lstm_rows``): the
+   element part of its input product is computed once per element, not once per entry.
    Option ``rounds=2`` (one round of message passing through the neighbour lists): a second
    per-atom LSTM reads, for every entry, the round-1 vector of the atom that entry is, next
    to the entry's distance encoding (1/distance, centre 1 Å^-1, or the Gaussians); its final
@@ -38,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fastgap.data import Batch, BucketBatchSampler, StructureDataset, make_loader
-from fastgap.lstm_rows import by_rows, final_state
+from fastgap.lstm_rows import by_rows, final_state, fused_final_state, kernel_applies
 
 if TYPE_CHECKING:
     from fastgap.features import FeaturizedBatch
@@ -186,14 +187,19 @@ class FastGapModel(nn.Module):
         Entries past ``lengths`` are replaced by (0, 1 Å) first, so whatever the padding
         holds (out-of-range numbers, NaN) cannot reach the values or the gradients.
         """
-        valid = torch.arange(numbers.shape[1], device=numbers.device) < lengths[:, None]
-        numbers = numbers * valid
+        numbers, enc = self.entry_parts(numbers, distances, lengths)
         # F.embedding gathers the same rows as table[numbers], about 5x faster on CPU
         emb = F.embedding(numbers, self.element_vectors())  # (Z + 1, E) -> (N, L, E)
-        enc = self.distance_encoding(distances, valid)
         if self.config.distance_encoding == "inverse":
             return emb * enc.to(emb.dtype)
         return torch.cat([emb, enc.to(emb.dtype)], dim=-1)  # (N, L, E + bins)
+
+    def entry_parts(self, numbers: torch.Tensor, distances: torch.Tensor,
+                    lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two halves of each entry: (N, L) numbers with padding set to 0, and the
+        (N, L, 1 or bins) distance encoding with padding read as 1 Å."""
+        valid = torch.arange(numbers.shape[1], device=numbers.device) < lengths[:, None]
+        return numbers * valid, self.distance_encoding(distances, valid)
 
     def element_vectors(self) -> torch.Tensor:
         """(max_z + 1, E) one vector per element, row 0 (padding) zero.
@@ -232,8 +238,10 @@ class FastGapModel(nn.Module):
         result; with it, the result has one row per round-2 row: the round-1 vector of its
         atom (``rounds=1``) or the round-2 LSTM's output (``rounds=2``).
         """
-        atoms = by_rows(self._round1, batch.atom_numbers, batch.atom_distances,
-                         batch.atom_lengths)  # (N, D)
+        # the compiled core takes all rows at once; torch's LSTM goes by row chunks
+        round1 = self._round1 if kernel_applies(self.atom_lstm, batch.atom_distances) else (
+            lambda *rows: by_rows(self._round1, *rows))
+        atoms = round1(batch.atom_numbers, batch.atom_distances, batch.atom_lengths)  # (N, D)
         rows = batch.atom_nbr_rows
         if rows is None:
             if self.config.rounds > 1:
@@ -256,6 +264,14 @@ class FastGapModel(nn.Module):
     def _round1(self, numbers: torch.Tensor, distances: torch.Tensor,
                 lengths: torch.Tensor) -> torch.Tensor:
         """(N, L) numbers, (N, L) Å, (N,) lengths -> (N, D) the per-atom LSTM's vectors."""
+        if kernel_applies(self.atom_lstm, distances):
+            with torch.autocast(distances.device.type, enabled=False):  # float32 table
+                numbers, enc = self.entry_parts(numbers, distances.float(), lengths)
+                vectors = self.element_vectors()
+            if self.config.distance_encoding == "inverse":
+                return fused_final_state(self.atom_lstm, vectors, numbers, lengths,
+                                         scale=enc[..., 0])
+            return fused_final_state(self.atom_lstm, vectors, numbers, lengths, dense=enc)
         x = self.entry_vectors(numbers, distances, lengths)
         return final_state(self.atom_lstm, x, lengths)
 

@@ -7,18 +7,12 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "fastgap_knn.hpp"
 
 namespace {
 
-int g_failures = 0;
-
-void check(bool ok, const std::string& what) {
-  if (!ok) {
-    ++g_failures;
-    std::printf("FAIL: %s\n", what.c_str());
-  }
-}
+using fastgap_test::check;
 
 bool near(double a, double b, double tol = 1e-9) { return std::fabs(a - b) <= tol; }
 
@@ -292,11 +286,5 @@ int main() {
       {"threads_agree", test_threads_agree},
       {"errors", test_errors},
   };
-  for (const auto& [name, fn] : tests) {
-    const int before = g_failures;
-    fn();
-    std::printf("%s %s\n", g_failures == before ? "ok  " : "FAIL", name);
-  }
-  std::printf("%d failure(s)\n", g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return fastgap_test::run_all(tests);
 }

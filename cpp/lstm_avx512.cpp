@@ -1,0 +1,8 @@
+// The LSTM kernel for AVX-512 with BF16 dot products (compiled with -mavx512f -mavx512bw
+// -mavx512vl -mavx512dq -mavx512bf16 -mfma; used when the CPU has all of them).
+#define FG_ISA_NS avx512
+#define FG_ISA_NAME "avx512-bf16"
+#define FG_VW 16
+#define FG_RB 6
+#define FG_DPBF16 1
+#include "lstm_impl.hpp"
