@@ -110,27 +110,37 @@ void check_lstm_shape(const char* name, size_t ndim, const int64_t* shape, size_
   throw fastgap::LstmError(std::string(name) + ": expected shape " + expect + "), got " + got + ")");
 }
 
-// Empty `scale` (size 0) means 1 everywhere.
+// Empty `scale` (size 0) means 1 everywhere; the dense inputs are `dense` (R, L, B), or, when
+// `dense` is empty, the Gaussians of `distances` (R, L). B is w_dense's second dimension.
 Out<float, 2> lstm_final_states(In<int64_t> index, In<float> scale, In<float> dense,
-                                In<int64_t> lengths, In<float> table, In<float> w_dense,
-                                In<float> w_hh, In<float> bias, bool bf16, int num_threads,
-                                const std::string& isa) {
+                                In<float> distances, In<float> rbf_centres, float rbf_width,
+                                float rbf_zero, In<int64_t> lengths, In<float> table,
+                                In<float> w_dense, In<float> w_hh, In<float> bias, bool bf16,
+                                int num_threads, const std::string& isa) {
   const int64_t R = index.ndim() == 2 ? int64_t(index.shape(0)) : -1,
                 L = index.ndim() == 2 ? int64_t(index.shape(1)) : -1,
                 H = w_hh.ndim() == 2 ? int64_t(w_hh.shape(1)) : -1,
-                B = dense.ndim() == 3 ? int64_t(dense.shape(2)) : -1;
+                B = w_dense.ndim() == 2 ? int64_t(w_dense.shape(1)) : -1;
   check_lstm_shape("index", index.ndim(), index.shape_ptr(), 2, {-1, -1});
   check_lstm_shape("w_hh", w_hh.ndim(), w_hh.shape_ptr(), 2, {4 * H, H});
-  check_lstm_shape("dense", dense.ndim(), dense.shape_ptr(), 3, {R, L, -1});
+  check_lstm_shape("w_dense", w_dense.ndim(), w_dense.shape_ptr(), 2, {4 * H, -1});
   check_lstm_shape("lengths", lengths.ndim(), lengths.shape_ptr(), 1, {R});
   check_lstm_shape("table", table.ndim(), table.shape_ptr(), 2, {-1, 4 * H});
-  check_lstm_shape("w_dense", w_dense.ndim(), w_dense.shape_ptr(), 2, {4 * H, B});
   check_lstm_shape("bias", bias.ndim(), bias.shape_ptr(), 1, {4 * H});
   if (scale.size() != 0) check_lstm_shape("scale", scale.ndim(), scale.shape_ptr(), 2, {R, L});
+  if (dense.size() != 0) check_lstm_shape("dense", dense.ndim(), dense.shape_ptr(), 3, {R, L, B});
+  if (distances.size() != 0) {
+    check_lstm_shape("distances", distances.ndim(), distances.shape_ptr(), 2, {R, L});
+    check_lstm_shape("rbf_centres", rbf_centres.ndim(), rbf_centres.shape_ptr(), 1, {B});
+  }
   fastgap::LstmInput in;
   in.index = index.data();
   in.scale = scale.size() ? scale.data() : nullptr;
-  in.dense = B > 0 ? dense.data() : nullptr;
+  in.dense = dense.size() ? dense.data() : nullptr;
+  in.distances = distances.size() ? distances.data() : nullptr;
+  in.rbf_centres = rbf_centres.size() ? rbf_centres.data() : nullptr;
+  in.rbf_width = rbf_width;
+  in.rbf_zero = rbf_zero;
   in.lengths = lengths.data();
   in.table = table.data();
   in.w_dense = B > 0 ? w_dense.data() : nullptr;
@@ -171,11 +181,12 @@ NB_MODULE(_core, m) {
         "k nearest neighbours of every atom of a batch; returns (numbers int16 (A, k), "
         "distances float64 (A, k) in Å, indices int32 (A, k), images int32 (A, k, 3), "
         "counts int32 (A,)). Contract: cpp/fastgap_knn.hpp.");
-  m.def("lstm_final_states", &lstm_final_states, "index"_a, "scale"_a, "dense"_a, "lengths"_a,
-        "table"_a, "w_dense"_a, "w_hh"_a, "bias"_a, "bf16"_a, "num_threads"_a, "isa"_a,
+  m.def("lstm_final_states", &lstm_final_states, "index"_a, "scale"_a, "dense"_a,
+        "distances"_a, "rbf_centres"_a, "rbf_width"_a, "rbf_zero"_a, "lengths"_a, "table"_a,
+        "w_dense"_a, "w_hh"_a, "bias"_a, "bf16"_a, "num_threads"_a, "isa"_a,
         "final hidden states float32 (R, H) of a one-layer LSTM whose input gates are "
-        "scale * table[index] + w_dense @ dense; empty scale = 1. Contract: "
-        "cpp/fastgap_lstm.hpp.");
+        "scale * table[index] + w_dense @ dense (empty scale = 1; empty dense: the Gaussians "
+        "of distances). Contract: cpp/fastgap_lstm.hpp.");
   m.def("lstm_isas", &fastgap::lstm_isas,
         "instruction sets of the LSTM core on this CPU and build, best first");
   m.attr("__version__") = FASTGAP_VERSION;

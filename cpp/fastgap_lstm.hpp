@@ -19,7 +19,9 @@
 // Inputs (C-contiguous, owned by the caller, read-only):
 //   index    (R, L) int64   row of `table` per entry, 0 <= index < T
 //   scale    (R, L) float32 or null (= 1)
-//   dense    (R, L, B) float32 or null when B == 0
+//   dense    (R, L, B) float32; or, when B > 0 and dense is null, the Gaussians of
+//            distances (R, L) float32 Å: dense[r, t, b] = exp(-a) if a < rbf_zero else 0,
+//            a = ((distances[r, t] - rbf_centres[b]) / rbf_width)^2 (fastgap's "rbf" encoding)
 //   lengths  (R,) int64     1..L
 //   table    (T, 4H) float32 input-gate contribution of each table row (no bias)
 //   w_dense  (4H, B) float32 (null when B == 0)
@@ -37,7 +39,8 @@
 //
 // Errors: LstmError (std::runtime_error) naming the argument: sizes < 0 or H < 1, a length
 // outside 1..L, an index outside 0..T-1 at a step that is read, a missing required array,
-// num_threads < 0, an `isa` this CPU or build does not have.
+// num_threads < 0, an `isa` this CPU or build does not have, both or neither of dense and
+// distances when B > 0, distances without rbf_centres or with a width that is not > 0.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +59,10 @@ struct LstmInput {
   const int64_t* index = nullptr;    // (R, L)
   const float* scale = nullptr;      // (R, L) or null
   const float* dense = nullptr;      // (R, L, B) or null
+  const float* distances = nullptr;  // (R, L) or null: dense = Gaussians of these (Å)
+  const float* rbf_centres = nullptr;  // (B,) Å, with distances
+  float rbf_width = 1.0f;            // Å, with distances
+  float rbf_zero = 87.0f;            // Gaussians whose exponent reaches this are 0
   const int64_t* lengths = nullptr;  // (R,)
   const float* table = nullptr;      // (T, 4H)
   const float* w_dense = nullptr;    // (4H, B) or null

@@ -2,6 +2,7 @@
 // The contract is in fastgap_lstm.hpp; the kernel in lstm_impl.hpp.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <exception>
 #include <mutex>
 #include <string>
@@ -75,6 +76,10 @@ Packed pack(const LstmInput& in, int vw, bool native_bf16) {
   P.hp = int64_t(P.nb) * vw;
   P.k_total = in.dense_dim + P.hp;
   P.k_pairs = (P.k_total + 1) / 2;
+  P.bp = (in.dense_dim + vw - 1) / vw * vw;
+  P.centres = lstm_detail::Aligned<float>(size_t(P.bp));
+  for (int64_t b = 0; b < P.bp; ++b)
+    P.centres.get()[b] = in.rbf_centres && b < in.dense_dim ? in.rbf_centres[b] : INFINITY;
   P.native_bf16 = native_bf16;
   P.table = lstm_detail::Aligned<float>(size_t(T * P.nb * 4 * vw));
   P.bias = lstm_detail::Aligned<float>(size_t(P.nb * 4 * vw));
@@ -118,8 +123,12 @@ void validate_lstm(const LstmInput& in) {
         std::to_string(in.dense_dim) + ", " + std::to_string(in.table_rows) + ", " +
         std::to_string(in.hidden));
   if (!in.table || !in.w_hh || !in.bias) bad("weights: table, w_hh and bias are required");
-  if (in.dense_dim > 0 && (!in.dense || !in.w_dense))
-    bad("dense: dense_dim > 0 needs dense inputs and w_dense");
+  if (in.dense_dim > 0 && !in.w_dense) bad("w_dense: required for dense_dim > 0");
+  if (in.dense_dim > 0 && !in.dense == !in.distances)
+    bad("dense: dense_dim > 0 needs either dense inputs or distances (Gaussians), not both");
+  if (in.distances && !in.rbf_centres) bad("rbf_centres: required with distances");
+  if (in.distances && !(std::isfinite(in.rbf_width) && in.rbf_width > 0.0f))
+    bad("rbf_width: expected a finite width > 0, got " + std::to_string(in.rbf_width));
   if (in.rows > 0 && (!in.index || !in.lengths)) bad("index, lengths: required for rows > 0");
   for (int64_t r = 0; r < in.rows; ++r) {
     const int64_t n = in.lengths[r];
@@ -149,7 +158,7 @@ void lstm_final_states(const LstmInput& in, float* out, int num_threads) {
   int threads = resolve_threads(num_threads);
   if (in.rows == 0) return;
   const Variant& variant = choose(in.isa);
-  const bool native_bf16 = in.bf16 && variant.vw == 16;  // the AVX-512 BF16 variant
+  const bool native_bf16 = in.bf16 && variant.native_bf16;
   const Packed packed = pack(in, variant.vw, native_bf16);
   constexpr int64_t CHUNK = 256;  // rows a thread claims at a time
   const int64_t chunks = (in.rows + CHUNK - 1) / CHUNK;

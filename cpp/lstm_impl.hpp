@@ -1,10 +1,17 @@
 // The LSTM rows kernel, compiled once per instruction set: the including file defines
-//   FG_ISA_NS (namespace), FG_VW (floats per vector), FG_RB (rows per register block) and
-//   FG_DPBF16 (1: AVX-512 BF16 dot products available to this file).
+//   FG_ISA_NS (namespace), FG_ISA_NAME, FG_VW (floats per vector), FG_RB (rows per register
+//   block) and FG_DPBF16 (1: AVX-512 BF16 instructions available to this file).
 // GCC / Clang vector extensions, so the same code becomes AVX-512, AVX2 or SSE2 by the
 // file's compile flags.
+//
+// Layout. Rows are stepped together in groups of GROUP; each row keeps its step input
+// x = (dense (B), h (hp)) as one contiguous row, float32, or bfloat16 with native BF16 (then
+// consecutive pairs are what one dot-product lane reads). The gate step of hidden block jb
+// writes its new h straight into the next step's x rows (double-buffered), so nothing is
+// copied between steps but the B dense values.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "lstm_internal.hpp"
@@ -25,6 +32,7 @@ constexpr int64_t GROUP = RB * 12;  // rows stepped together: a block's weights 
 
 typedef float V __attribute__((vector_size(VW * sizeof(float))));
 typedef int32_t VI __attribute__((vector_size(VW * sizeof(int32_t))));
+typedef uint32_t VU __attribute__((vector_size(VW * sizeof(uint32_t))));
 
 inline V splat(float x) { return V{} + x; }
 inline V load(const float* p) {
@@ -36,12 +44,7 @@ inline void store(float* p, V v) { std::memcpy(p, &v, sizeof v); }
 
 // exp with x clamped to [-87, 88] (2^n stays a normal number): Cody-Waite reduction and
 // Cephes' degree-6 polynomial, a few ulps; NaN stays NaN.
-inline V vexp(V x) {
-  x = x > 88.0f ? splat(88.0f) : x;
-  x = x < -87.0f ? splat(-87.0f) : x;
-  const V shifter = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const V t = x * 1.44269504088896341f + shifter;
-  const V n = t - shifter;
+inline V exp_poly(V x, V n) {
   V r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   V p = splat(1.9875691500e-4f);
@@ -50,26 +53,41 @@ inline V vexp(V x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const V y = p * (r * r) + r + 1.0f;
+  return p * (r * r) + r + 1.0f;
+}
+
+inline V vexp(V x) {
+  x = x > 88.0f ? splat(88.0f) : x;
+  x = x < -87.0f ? splat(-87.0f) : x;
+  const V shifter = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const V t = x * 1.44269504088896341f + shifter;
   const VI bits = ((VI)t - 0x4B400000 + 127) << 23;  // 2^n
-  return y * (V)bits;
+  return exp_poly(x, t - shifter) * (V)bits;
 }
 
 inline V sigmoid(V x) { return 1.0f / (1.0f + vexp(-x)); }
 inline V vtanh(V x) { return 2.0f / (1.0f + vexp(-2.0f * x)) - 1.0f; }
 
-// acc (RB rows x 4 gates) -> the block's c and new h of RB rows. Not inlined: the
-// accumulation loop then has every vector register for its accumulators.
-__attribute__((noinline)) void finish(V (&acc)[RB][4], float* c, float* h_new, int64_t stride) {
-#pragma GCC unroll 8
-  for (int rr = 0; rr < RB; ++rr) {
-    const V i = sigmoid(acc[rr][0]), f = sigmoid(acc[rr][1]), g = vtanh(acc[rr][2]),
-            o = sigmoid(acc[rr][3]);
-    const V cv = f * load(c + rr * stride) + i * g;
-    store(c + rr * stride, cv);
-    store(h_new + rr * stride, o * vtanh(cv));
-  }
+// Values rounded to bfloat16 precision (ties to even), kept as float32; NaN stays NaN.
+inline V round_bf16(V x) {
+  const VU u = (VU)x;
+  const VU rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  return (V)((u & 0x7fffffffu) > 0x7f800000u ? (u | 0x400000u) : rounded);
 }
+
+// XT, the step-input element type: uint16_t (bfloat16 bits, native BF16 dot products) or
+// float.
+template <typename XT>
+constexpr bool kPairs = std::is_same_v<XT, uint16_t>;
+
+// Store VW new h values into a next-step x row.
+inline void store_x(float* x, V h, bool emulate_bf16) { store(x, emulate_bf16 ? round_bf16(h) : h); }
+#if FG_DPBF16
+inline void store_x(uint16_t* x, V h, bool) {
+  const __m256bh b = _mm512_cvtneps_pbh((__m512)h);
+  std::memcpy(x, &b, sizeof b);
+}
+#endif
 
 inline void copy(const V (&from)[RB][4], V (&to)[RB][4]) {
 #pragma GCC unroll 8
@@ -79,7 +97,8 @@ inline void copy(const V (&from)[RB][4], V (&to)[RB][4]) {
 }
 
 // The accumulators' start: scale * table row + bias, for hidden block jb of RB rows.
-__attribute__((noinline)) void start(const Packed& P, const int64_t* idx, const float* sc, int jb, V (&acc)[RB][4]) {
+__attribute__((noinline)) void start(const Packed& P, const int64_t* idx, const float* sc, int jb,
+                                     V (&acc)[RB][4]) {
   const float* bias = P.bias.get() + int64_t(jb) * 4 * VW;
 #pragma GCC unroll 8
   for (int rr = 0; rr < RB; ++rr) {
@@ -90,44 +109,44 @@ __attribute__((noinline)) void start(const Packed& P, const int64_t* idx, const 
   }
 }
 
-// One register block: RB rows x one hidden block (4 gates x VW units), float32 products.
-// x holds the block's step inputs k-major, (k, RB): one pointer walks all RB rows.
-inline void block_f32(const Packed& P, const int64_t* idx, const float* sc, const float* x,
-                      int64_t kt, int jb, float* c, float* h_new) {
-  V io[RB][4], acc[RB][4];  // io: the start and end values (its address escapes), acc: registers
-  start(P, idx, sc, jb, io);
-  copy(io, acc);
-  const float* w = P.w.get() + int64_t(jb) * P.k_total * 4 * VW;
-  for (int64_t k = 0; k < kt; ++k, w += 4 * VW, x += RB) {
-    const V w0 = load(w), w1 = load(w + VW), w2 = load(w + 2 * VW), w3 = load(w + 3 * VW);
+// acc (RB rows x 4 gates) -> the block's c and h (float32, row stride hp) and h into the
+// next step's x rows (stride kx). Not inlined: the accumulation loop then has every vector
+// register for its accumulators.
+template <typename XT>
+__attribute__((noinline)) void finish(const V (&acc)[RB][4], float* c, float* h, int64_t hp,
+                                      XT* x_next, int64_t kx, bool emulate_bf16) {
 #pragma GCC unroll 8
-    for (int rr = 0; rr < RB; ++rr) {
-      const V xv = splat(x[rr]);
-      acc[rr][0] += xv * w0;
-      acc[rr][1] += xv * w1;
-      acc[rr][2] += xv * w2;
-      acc[rr][3] += xv * w3;
-    }
+  for (int rr = 0; rr < RB; ++rr) {
+    const V i = sigmoid(acc[rr][0]), f = sigmoid(acc[rr][1]), g = vtanh(acc[rr][2]),
+            o = sigmoid(acc[rr][3]);
+    const V cv = f * load(c + rr * hp) + i * g;
+    const V hv = o * vtanh(cv);
+    store(c + rr * hp, cv);
+    store(h + rr * hp, hv);
+    store_x(x_next + rr * kx, hv, emulate_bf16);
   }
-  copy(acc, io);
-  finish(io, c, h_new, P.hp);
 }
 
-#if FG_DPBF16
-// The same with bfloat16 pairs: x holds the block's packed pairs (uint32), (k_pairs, RB).
-inline void block_bf16(const Packed& P, const int64_t* idx, const float* sc, const uint32_t* x,
-                       int64_t kt_pairs, int jb, float* c, float* h_new) {
-  V io[RB][4], acc[RB][4];
+// One register block: RB rows x one hidden block (4 gates x VW units). x: the RB rows'
+// step inputs (stride kx), of which the first kt (float32) or kt pairs (bfloat16) are read.
+template <typename XT>
+inline void block(const Packed& P, const int64_t* idx, const float* sc, const XT* x, int64_t kx,
+                  int64_t kt, int jb, V (&io)[RB][4]) {
+  V acc[RB][4];  // in registers; io's address escapes to start / finish
   start(P, idx, sc, jb, io);
   copy(io, acc);
+#if FG_DPBF16
+  if constexpr (kPairs<XT>) {
   const uint16_t* w = P.w_bf16.get() + int64_t(jb) * P.k_pairs * 4 * VW * 2;
-  for (int64_t kp = 0; kp < kt_pairs; ++kp, w += 4 * VW * 2, x += RB) {
+  for (int64_t kp = 0; kp < kt; ++kp, w += 4 * VW * 2) {
     const __m512bh w0 = (__m512bh)_mm512_loadu_si512(w), w1 = (__m512bh)_mm512_loadu_si512(w + 32),
                    w2 = (__m512bh)_mm512_loadu_si512(w + 64),
                    w3 = (__m512bh)_mm512_loadu_si512(w + 96);
 #pragma GCC unroll 8
     for (int rr = 0; rr < RB; ++rr) {
-      const __m512bh xv = (__m512bh)_mm512_set1_epi32(int(x[rr]));
+      uint32_t pair;
+      std::memcpy(&pair, x + rr * kx + 2 * kp, sizeof pair);
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(int(pair));
       acc[rr][0] = (V)_mm512_dpbf16_ps((__m512)acc[rr][0], xv, w0);
       acc[rr][1] = (V)_mm512_dpbf16_ps((__m512)acc[rr][1], xv, w1);
       acc[rr][2] = (V)_mm512_dpbf16_ps((__m512)acc[rr][2], xv, w2);
@@ -135,96 +154,128 @@ inline void block_bf16(const Packed& P, const int64_t* idx, const float* sc, con
     }
   }
   copy(acc, io);
-  finish(io, c, h_new, P.hp);
-}
+  return;
+  }
 #endif
+  const float* w = P.w.get() + int64_t(jb) * P.k_total * 4 * VW;
+  for (int64_t k = 0; k < kt; ++k, w += 4 * VW) {
+    const V w0 = load(w), w1 = load(w + VW), w2 = load(w + 2 * VW), w3 = load(w + 3 * VW);
+#pragma GCC unroll 8
+    for (int rr = 0; rr < RB; ++rr) {
+      const V xv = splat(x[rr * kx + k]);
+      acc[rr][0] += xv * w0;
+      acc[rr][1] += xv * w1;
+      acc[rr][2] += xv * w2;
+      acc[rr][3] += xv * w3;
+    }
+  }
+  copy(acc, io);
+}
 
-// Per-thread buffers of one group of rows. Step inputs x = (dense, h) are stored per
-// register block, k-major: x[(r / RB) * K * RB + k * RB + r % RB].
+// Per-thread buffers of one group of rows.
+template <typename XT>
 struct Scratch {
-  std::vector<float> x, h, h_new, c;  // (GROUP, k_total), (GROUP, hp) x 3
-  std::vector<uint32_t> xb;      // (GROUP, k_pairs) bfloat16 pairs with native bfloat16
-  std::vector<float> row;        // (k_total,) one row's step inputs
-  std::vector<int64_t> idx;      // (GROUP,) table row of this step's entry
-  std::vector<float> sc;         // (GROUP,) its scale
+  int64_t kx;                // elements per x row: k_total, or 2 * k_pairs (bfloat16 pairs)
+  std::vector<XT> x0, x1;    // (GROUP, kx): this step's and the next step's inputs
+  std::vector<float> h, c;   // (GROUP, hp) float32 states
+  std::vector<float> dense;  // (bp,) one entry's dense inputs, bp = B rounded up to VW
+  std::vector<int64_t> idx;  // (GROUP,) table row of this step's entry
+  std::vector<float> sc;     // (GROUP,) its scale
   explicit Scratch(const Packed& P)
-      : x(size_t(GROUP * P.k_total)), h(size_t(GROUP * P.hp)), h_new(size_t(GROUP * P.hp)),
-        c(size_t(GROUP * P.hp)), xb(P.native_bf16 ? size_t(GROUP * P.k_pairs) : 0),
-        row(size_t(P.k_total)), idx(size_t(GROUP)), sc(size_t(GROUP)) {}
+      : kx(kPairs<XT> ? 2 * P.k_pairs : P.k_total), x0(size_t(GROUP * kx)),
+        x1(size_t(GROUP * kx)), h(size_t(GROUP * P.hp)), c(size_t(GROUP * P.hp)),
+        dense(size_t(P.bp)), idx(size_t(GROUP)), sc(size_t(GROUP)) {}
 };
 
-// This step's inputs of the group's rows (n live of `padded`): x = (dense, h), the entry's
-// table row and scale; rows past their length (or padding) read zeros and table row 0.
+// One entry's dense inputs into s.dense: given, or the Gaussians of its distance.
+void entry_dense(const Packed& P, const LstmInput& in, int64_t e, std::vector<float>& dense) {
+  const int64_t B = in.dense_dim;
+  if (!in.distances) {
+    std::memcpy(dense.data(), in.dense + e * B, size_t(B) * sizeof(float));
+    return;
+  }
+  const V d = splat(in.distances[e]), zero = splat(in.rbf_zero);
+  for (int64_t b = 0; b < P.bp; b += VW) {
+    const V u = (d - load(P.centres.get() + b)) / in.rbf_width;
+    const V arg = u * u;
+    const V m = arg < zero ? arg : zero;
+    store(dense.data() + b, arg < zero ? vexp(-m) : V{});
+  }
+}
+
+// This step's inputs of the group's rows (n live of `padded`): the dense part of x, the
+// entry's table row and scale; rows past their length (or padding) read zeros and row 0.
+template <typename XT>
 void step_inputs(const Packed& P, const LstmInput& in, int64_t g0, int64_t n, int64_t padded,
-                 int64_t t, Scratch& s) {
-  const int64_t B = in.dense_dim, L = in.steps, K = P.k_total;
+                 int64_t t, Scratch<XT>& s) {
+  const int64_t B = in.dense_dim;
   for (int64_t r = 0; r < padded; ++r) {
     const bool live = r < n && t < in.lengths[g0 + r];
-    const int64_t e = (g0 + r) * L + t;
+    const int64_t e = (g0 + r) * in.steps + t;
     s.idx[size_t(r)] = live ? in.index[e] : 0;
     s.sc[size_t(r)] = live ? (in.scale ? in.scale[e] : 1.0f) : 0.0f;
-    float* x = s.row.data();
-    if (live && B > 0)
-      std::memcpy(x, in.dense + e * B, size_t(B) * sizeof(float));
+    if (B == 0) continue;
+    if (live)
+      entry_dense(P, in, e, s.dense);
     else
-      std::fill(x, x + B, 0.0f);
-    std::memcpy(x + B, s.h.data() + r * P.hp, size_t(P.hp) * sizeof(float));
-    const int64_t blk = r / RB, rr = r % RB;
-    if (P.native_bf16) {
-      uint32_t* xb = s.xb.data() + blk * P.k_pairs * RB + rr;
-      for (int64_t kp = 0; kp < P.k_pairs; ++kp) {
-        const uint32_t lo = lstm_detail::to_bf16(x[2 * kp]);
-        const uint32_t hi = 2 * kp + 1 < K ? lstm_detail::to_bf16(x[2 * kp + 1]) : 0u;
-        xb[kp * RB] = lo | (hi << 16);
-      }
-    } else {
-      float* xt = s.x.data() + blk * K * RB + rr;
-      for (int64_t k = 0; k < K; ++k) xt[k * RB] = in.bf16 ? lstm_detail::bf16_value(x[k]) : x[k];
+      std::fill(s.dense.begin(), s.dense.end(), 0.0f);
+    XT* x = s.x0.data() + r * s.kx;
+    for (int64_t b = 0; b < B; ++b) {
+      if constexpr (kPairs<XT>)
+        x[b] = lstm_detail::to_bf16(s.dense[size_t(b)]);
+      else
+        x[b] = in.bf16 ? lstm_detail::bf16_value(s.dense[size_t(b)]) : s.dense[size_t(b)];
     }
   }
 }
 
+template <typename XT>
 void run_group(const Packed& P, const LstmInput& in, float* out, int64_t g0, int64_t n,
-               Scratch& s) {
+               Scratch<XT>& s) {
   const int64_t padded = (n + RB - 1) / RB * RB, B = in.dense_dim, H = in.hidden;
+  const bool emulate_bf16 = in.bf16 && !kPairs<XT>;
   int64_t steps = 0;
   for (int64_t r = 0; r < n; ++r) steps = std::max(steps, in.lengths[g0 + r]);
-  std::fill(s.h.begin(), s.h.end(), 0.0f);
+  std::fill(s.x0.begin(), s.x0.end(), XT(0));  // h = 0 before the first step
   std::fill(s.c.begin(), s.c.end(), 0.0f);
   for (int64_t t = 0; t < steps; ++t) {
     step_inputs(P, in, g0, n, padded, t, s);
-    const int64_t kt = t == 0 ? B : P.k_total;  // h is zero before the first step
+    // h is zero before the first step: only the dense part is read
+    const int64_t kt = t == 0 ? B : P.k_total;
     for (int jb = 0; jb < P.nb; ++jb) {
       for (int64_t r = 0; r < padded; r += RB) {
-        float* c = s.c.data() + r * P.hp + jb * VW;
-        float* h_new = s.h_new.data() + r * P.hp + jb * VW;
-#if FG_DPBF16
-        if (P.native_bf16) {
-          block_bf16(P, &s.idx[size_t(r)], &s.sc[size_t(r)], s.xb.data() + r * P.k_pairs,
-                     (kt + 1) / 2, jb, c, h_new);
-          continue;
-        }
-#endif
-        block_f32(P, &s.idx[size_t(r)], &s.sc[size_t(r)], s.x.data() + r * P.k_total, kt, jb,
-                  c, h_new);
+        V io[RB][4];
+        block(P, &s.idx[size_t(r)], &s.sc[size_t(r)], s.x0.data() + r * s.kx, s.kx,
+              kPairs<XT> ? (kt + 1) / 2 : kt, jb, io);
+        finish(io, s.c.data() + r * P.hp + jb * VW, s.h.data() + r * P.hp + jb * VW, P.hp,
+               s.x1.data() + r * s.kx + B + jb * VW, s.kx, emulate_bf16);
       }
     }
-    std::swap(s.h, s.h_new);
+    std::swap(s.x0, s.x1);
     for (int64_t r = 0; r < n; ++r)
       if (in.lengths[g0 + r] == t + 1)
         std::memcpy(out + (g0 + r) * H, s.h.data() + r * P.hp, size_t(H) * sizeof(float));
   }
 }
 
+template <typename XT>
+void run_rows_of(const Packed& P, const LstmInput& in, float* out, int64_t r0, int64_t r1) {
+  Scratch<XT> s(P);
+  for (int64_t g0 = r0; g0 < r1; g0 += GROUP)
+    run_group(P, in, out, g0, std::min(GROUP, r1 - g0), s);
+}
+
 void run_rows(const Packed& P, const LstmInput& in, float* out, int64_t r0, int64_t r1) {
-  Scratch s(P);
-  for (int64_t g0 = r0; g0 < r1; g0 += GROUP) run_group(P, in, out, g0, std::min(GROUP, r1 - g0), s);
+#if FG_DPBF16
+  if (P.native_bf16) return run_rows_of<uint16_t>(P, in, out, r0, r1);
+#endif
+  run_rows_of<float>(P, in, out, r0, r1);
 }
 
 }  // namespace
 
 extern const lstm_detail::Variant variant;
-const lstm_detail::Variant variant{FG_ISA_NAME, VW, run_rows};
+const lstm_detail::Variant variant{FG_ISA_NAME, VW, FG_DPBF16 != 0, run_rows};
 
 }  // namespace FG_ISA_NS
 }  // namespace fastgap

@@ -30,12 +30,13 @@ struct Aligned {
 // side by side. Step inputs are x = (dense (B), h (hp)), k_total = B + hp.
 struct Packed {
   int vw = 0, nb = 0;
-  int64_t hp = 0, k_total = 0, k_pairs = 0;
+  int64_t hp = 0, k_total = 0, k_pairs = 0, bp = 0;  // bp: B rounded up to vw
   bool native_bf16 = false;  // w_bf16 (dot products on bfloat16 pairs) instead of w
   Aligned<float> table;      // (T, nb, 4, vw)
   Aligned<float> bias;       // (nb, 4, vw)
   Aligned<float> w;          // (nb, k_total, 4, vw); bfloat16-rounded values when emulating
   Aligned<uint16_t> w_bf16;  // (nb, k_pairs, 4, vw, 2): pairs of consecutive k
+  Aligned<float> centres;    // (bp,) Gaussian centres, padding +inf (a zero input)
 };
 
 // Round to the nearest bfloat16 (ties to even); NaN stays NaN.
@@ -54,10 +55,12 @@ inline float bf16_value(float x) {
   return y;
 }
 
-// One instruction-set variant: the vector width its packing needs, and the rows [r0, r1).
+// One instruction-set variant: the vector width its packing needs, whether it has bfloat16
+// dot products, and the rows [r0, r1).
 struct Variant {
   const char* name;
   int vw;
+  bool native_bf16;
   void (*run)(const Packed&, const LstmInput&, float*, int64_t, int64_t);
 };
 

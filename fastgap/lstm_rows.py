@@ -109,17 +109,22 @@ def kernel_applies(lstm: nn.Module, x: torch.Tensor) -> bool:
 
 def fused_final_state(lstm: nn.LSTM, vectors: torch.Tensor, index: torch.Tensor,
                       lengths: torch.Tensor, *, scale: torch.Tensor | None = None,
-                      dense: torch.Tensor | None = None) -> torch.Tensor:
+                      dense: torch.Tensor | None = None,
+                      gaussians: tuple[torch.Tensor, torch.Tensor, float, float] | None = None,
+                      ) -> torch.Tensor:
     """Final hidden states (R, H) float32 of ``lstm`` over entries whose input is
-    ``vectors[index] * scale`` (no ``dense``) or ``cat([vectors[index], dense])``.
+    ``vectors[index] * scale``, or ``cat([vectors[index], dense])``.
 
     Args:
         lstm: a module for which `kernel_applies`.
         vectors: (T, E) float table (element vectors).
         index: (R, L) int64 rows of ``vectors``; entries past ``lengths`` are not read.
         lengths: (R,) int64, 1..L.
-        scale: (R, L) float, with ``dense`` None.
-        dense: (R, L, B) float, B = the LSTM's input size - E.
+        scale: (R, L) float, or None (1).
+        dense: (R, L, B) float, B = the LSTM's input size - E; or None with B = 0 or
+            ``gaussians``.
+        gaussians: (distances (R, L) Å, centres (B,) Å, width Å, cut): ``dense`` computed in
+            the core as exp(-a) where a = ((distance - centre) / width)^2 < cut, else 0.
 
     Bfloat16 products when CPU autocast to bfloat16 is on (as torch's LSTM would), else
     float32; results equal torch's LSTM up to that rounding (tests/test_lstm_kernel.py).
@@ -130,17 +135,22 @@ def fused_final_state(lstm: nn.LSTM, vectors: torch.Tensor, index: torch.Tensor,
     with torch.autocast("cpu", enabled=False):
         w_ih = lstm.weight_ih_l0.detach()
         table = vectors.detach().float() @ w_ih[:, :e].T  # (T, 4H): each row's input gates
-        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach() if lstm.bias else w_ih.new_zeros(4 * hidden)
-    rows, steps = index.shape
-    dense_np = (dense.detach().float().contiguous().numpy() if dense is not None
-                else np.zeros((rows, steps, 0), dtype=np.float32))
+        bias = ((lstm.bias_ih_l0 + lstm.bias_hh_l0).detach() if lstm.bias
+                else w_ih.new_zeros(4 * hidden))
+    distances, centres, width, cut = gaussians or (None, None, 1.0, 0.0)
     out = _kernel()(
-        index.to(torch.int64).contiguous().numpy(),
-        (scale.detach().float().contiguous().numpy() if scale is not None
-         else np.zeros(0, dtype=np.float32)),
-        dense_np, lengths.to(torch.int64).contiguous().numpy(), table.contiguous().numpy(),
-        w_ih[:, e:].contiguous().numpy(), lstm.weight_hh_l0.detach().contiguous().numpy(),
-        bias.contiguous().numpy(), bf16, torch.get_num_threads(),
+        _np(index.to(torch.int64)), _np(scale), _np(dense), _np(distances), _np(centres),
+        float(width), float(cut), _np(lengths.to(torch.int64)), _np(table), _np(w_ih[:, e:]),
+        _np(lstm.weight_hh_l0), _np(bias), bf16, torch.get_num_threads(),
         os.environ.get(ISA_ENV, "auto"),
     )
     return torch.from_numpy(out)
+
+
+def _np(t: torch.Tensor | None) -> np.ndarray:
+    """A contiguous NumPy view for the core: float tensors as float32, integers as they are,
+    None as an empty float32 array."""
+    if t is None:
+        return np.zeros(0, dtype=np.float32)
+    t = t.detach()
+    return (t.float() if t.is_floating_point() else t).contiguous().numpy()

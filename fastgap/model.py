@@ -266,12 +266,16 @@ class FastGapModel(nn.Module):
         """(N, L) numbers, (N, L) Å, (N,) lengths -> (N, D) the per-atom LSTM's vectors."""
         if kernel_applies(self.atom_lstm, distances):
             with torch.autocast(distances.device.type, enabled=False):  # float32 table
-                numbers, enc = self.entry_parts(numbers, distances.float(), lengths)
                 vectors = self.element_vectors()
-            if self.config.distance_encoding == "inverse":
-                return fused_final_state(self.atom_lstm, vectors, numbers, lengths,
-                                         scale=enc[..., 0])
-            return fused_final_state(self.atom_lstm, vectors, numbers, lengths, dense=enc)
+                if self.config.distance_encoding == "inverse":
+                    numbers, enc = self.entry_parts(numbers, distances.float(), lengths)
+                    return fused_final_state(self.atom_lstm, vectors, numbers, lengths,
+                                             scale=enc[..., 0])
+            # the core computes the Gaussians of the distances it reads (the valid ones)
+            gaussians = (distances, self.rbf_centres,
+                         self.config.rbf_cutoff / self.config.rbf_bins, RBF_ZERO)
+            return fused_final_state(self.atom_lstm, vectors, numbers, lengths,
+                                     gaussians=gaussians)
         x = self.entry_vectors(numbers, distances, lengths)
         return final_state(self.atom_lstm, x, lengths)
 

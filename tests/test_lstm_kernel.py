@@ -32,7 +32,7 @@ def _torch_reference(lstm: torch.nn.LSTM, x: torch.Tensor, lengths: torch.Tensor
         return final_state(lstm, x, lengths)
 
 
-@pytest.mark.parametrize("form", ["scale", "dense"])
+@pytest.mark.parametrize("form", ["scale", "dense", "gaussians"])
 def test_equals_torch_lstm(form: str) -> None:
     index, lengths, vectors, g = _entries(0)
     torch.manual_seed(1)
@@ -41,11 +41,19 @@ def test_equals_torch_lstm(form: str) -> None:
         scale = torch.rand(index.shape, generator=g) + 0.2
         x = vectors[index] * scale[..., None]
         kw = {"scale": scale}
-    else:
+    elif form == "dense":
         lstm = torch.nn.LSTM(5 + 3, 13, batch_first=True).eval()
         dense = torch.rand(*index.shape, 3, generator=g)
         x = torch.cat([vectors[index], dense], dim=-1)
         kw = {"dense": dense}
+    else:  # the model's "rbf" encoding, Gaussians past the cut written as 0
+        lstm = torch.nn.LSTM(5 + 6, 13, batch_first=True).eval()
+        distances = torch.rand(index.shape, generator=g) * 9.0
+        centres, width, cut = torch.linspace(0.0, 8.0, 6), 8.0 / 6, 20.0
+        arg = ((distances[..., None] - centres) / width) ** 2
+        assert (arg >= cut).any() and (arg < cut).any()
+        x = torch.cat([vectors[index], torch.where(arg < cut, torch.exp(-arg), 0.0)], dim=-1)
+        kw = {"gaussians": (distances, centres, width, cut)}
     want = _torch_reference(lstm, x, lengths)
     with torch.inference_mode():
         assert kernel_applies(lstm, x)
@@ -94,7 +102,9 @@ def test_binding_checks_shapes_and_indices() -> None:
     f32 = np.float32
     args = {
         "index": np.zeros((3, 5), np.int64), "scale": np.zeros(0, f32),
-        "dense": np.zeros((3, 5, 0), f32), "lengths": np.full(3, 5, np.int64),
+        "dense": np.zeros(0, f32), "distances": np.zeros(0, f32),
+        "rbf_centres": np.zeros(0, f32), "rbf_width": 1.0, "rbf_zero": 87.0,
+        "lengths": np.full(3, 5, np.int64),
         "table": np.zeros((2, 4 * h), f32), "w_dense": np.zeros((4 * h, 0), f32),
         "w_hh": np.zeros((4 * h, h), f32), "bias": np.zeros(4 * h, f32),
         "bf16": False, "num_threads": 1, "isa": "auto",
@@ -107,6 +117,11 @@ def test_binding_checks_shapes_and_indices() -> None:
         ({"lengths": np.array([5, 0, 5])}, r"lengths: expected 1..5, row 1 has 0"),
         ({"index": np.full((3, 5), 2, np.int64)}, r"index: expected table rows 0..1"),
         ({"num_threads": -1}, "num_threads: expected >= 0"),
+        ({"w_dense": np.zeros((4 * h, 2), f32)}, "dense: dense_dim > 0 needs either"),
+        ({"w_dense": np.zeros((4 * h, 2), f32), "distances": np.ones((3, 5), f32),
+          "rbf_centres": np.zeros(3, f32)}, r"rbf_centres: expected shape \(2\)"),
+        ({"w_dense": np.zeros((4 * h, 2), f32), "distances": np.ones((3, 5), f32),
+          "rbf_centres": np.zeros(2, f32), "rbf_width": 0.0}, "rbf_width: expected"),
     ]
     for change, match in bad:
         with pytest.raises(ValueError, match=match):

@@ -166,6 +166,44 @@ void test_padding_is_not_read() {
   check(p.run(false) == before, "entries past a row's length change the result");
 }
 
+// Gaussian mode: the core computes the dense inputs from distances; the reference reads the
+// same Gaussians written out (including ones cut to 0 at rbf_zero).
+void test_gaussians_of_distances() {
+  Problem p(70, 20, 24, 119, 96, false, 11);
+  std::vector<float> distances, centres;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> d(0.0f, 9.0f);
+  for (int64_t b = 0; b < p.dense_dim; ++b) centres.push_back(8.0f * float(b) / 23.0f);
+  const float width = 8.0f / 24.0f, zero = 87.0f;
+  int cut = 0;
+  for (int64_t e = 0; e < p.rows * p.steps; ++e) {
+    distances.push_back(d(rng));
+    for (int64_t b = 0; b < p.dense_dim; ++b) {
+      const float u = (distances.back() - centres[size_t(b)]) / width, a = u * u;
+      cut += a >= zero;
+      p.dense[size_t(e * p.dense_dim + b)] = a < zero ? std::exp(-a) : 0.0f;
+    }
+  }
+  check(cut > 0, "no Gaussian reaches the cut");
+  const auto ref = p.reference();
+  for (const std::string& isa : fastgap::lstm_isas()) {
+    for (bool bf16 : {false, true}) {
+      fastgap::LstmInput in = p.input(bf16);
+      in.dense = nullptr;
+      in.distances = distances.data();
+      in.rbf_centres = centres.data();
+      in.rbf_width = width;
+      in.rbf_zero = zero;
+      in.isa = isa.c_str();
+      std::vector<float> out(size_t(p.rows * p.hidden));
+      fastgap::lstm_final_states(in, out.data(), 1);
+      const double err = max_error(out, ref);
+      check(err < (bf16 ? 5e-2 : 2e-5), isa + (bf16 ? " bf16" : " f32") +
+                                            ": Gaussian mode max error " + std::to_string(err));
+    }
+  }
+}
+
 bool raises(const std::function<void()>& f, const std::string& needle) {
   try {
     f();
@@ -196,6 +234,21 @@ void test_errors() {
                "num_threads"),
         "num_threads < 0");
   check(raises(with([&](auto& in) { in.isa = "sse9"; }), "isa"), "unknown isa");
+  std::vector<float> dist(size_t(4 * 3), 1.0f), centres{0.0f, 1.0f};
+  check(raises(with([&](auto& in) { in.distances = dist.data(); }), "dense"),
+        "dense and distances");
+  check(raises(with([&](auto& in) {
+          in.dense = nullptr;
+          in.distances = dist.data();
+        }), "rbf_centres"),
+        "distances without centres");
+  check(raises(with([&](auto& in) {
+          in.dense = nullptr;
+          in.distances = dist.data();
+          in.rbf_centres = centres.data();
+          in.rbf_width = 0.0f;
+        }), "rbf_width"),
+        "zero width");
 }
 
 }  // namespace
@@ -205,6 +258,7 @@ int main() {
       {"matches_reference", test_matches_reference},
       {"rows_independent_and_threads_agree", test_rows_independent_and_threads_agree},
       {"padding_is_not_read", test_padding_is_not_read},
+      {"gaussians_of_distances", test_gaussians_of_distances},
       {"errors", test_errors},
   };
   std::printf("instruction sets:");
