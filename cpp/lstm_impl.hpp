@@ -56,9 +56,18 @@ inline V exp_poly(V x, V n) {
   return p * (r * r) + r + 1.0f;
 }
 
-inline V vexp(V x) {
+inline V clamp_exp_arg(V x) {
+#if FG_DPBF16
+  // one instruction each; NaN (the second operand) passes through
+  return (V)_mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-87.0f), (__m512)x));
+#else
   x = x > 88.0f ? splat(88.0f) : x;
-  x = x < -87.0f ? splat(-87.0f) : x;
+  return x < -87.0f ? splat(-87.0f) : x;
+#endif
+}
+
+inline V vexp(V x) {
+  x = clamp_exp_arg(x);
   const V shifter = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   const V t = x * 1.44269504088896341f + shifter;
   const VI bits = ((VI)t - 0x4B400000 + 127) << 23;  // 2^n

@@ -191,7 +191,8 @@ def _tasks(inputs: Sequence[Any], k: int, config: PredictConfig, replay: int = 0
             if store.featurizer.k != k:
                 raise ValueError(f"inputs: store {str(item)!r} has k={store.featurizer.k} "
                                  f"neighbours, the model was trained with k={k}")
-            for batch in store.iter_batches(config.chunk_size, nbr_indices=nbr_indices):
+            for batch in store.iter_batches(config.chunk_size, nbr_indices=nbr_indices,
+                                            properties=False):
                 yield _store_task, (batch, opts())
             continue
         for chunk in chunked(iter_raw(item), config.chunk_size):

@@ -245,12 +245,13 @@ class Store:
         lo, hi = int(idx.min()), int(idx.max()) + 1
         return self._read_range(lo, hi).select(idx - lo)
 
-    def iter_batches(self, batch_size: int = 4096, *,
-                     nbr_indices: bool = True) -> Iterator[FeaturizedBatch]:
+    def iter_batches(self, batch_size: int = 4096, *, nbr_indices: bool = True,
+                     properties: bool = True) -> Iterator[FeaturizedBatch]:
         """Stream the store in order, ``batch_size`` structures at a time.
 
         ``nbr_indices=False`` skips that array (``None`` in the batches), which only
-        ``rounds > 1`` models read. Batches are views of a larger read
+        ``rounds > 1`` models read; ``properties=False`` skips the labels (empty
+        ``properties``), which prediction does not read. Batches are views of a larger read
         (`READ_WINDOW_ATOMS`); a pickled batch carries only its own rows.
         """
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -261,12 +262,13 @@ class Store:
             hi = min(lo + batch_size, n)
             while hi < n and ptr[hi] - ptr[lo] < READ_WINDOW_ATOMS:
                 hi = min(hi + batch_size, n)
-            window = self._read_range(lo, hi, nbr_indices=nbr_indices)
+            window = self._read_range(lo, hi, nbr_indices=nbr_indices, properties=properties)
             for start in range(0, hi - lo, batch_size):
                 yield window.slice(start, min(start + batch_size, hi - lo))
             lo = hi
 
-    def _read_range(self, lo: int, hi: int, *, nbr_indices: bool = True) -> FeaturizedBatch:
+    def _read_range(self, lo: int, hi: int, *, nbr_indices: bool = True,
+                    properties: bool = True) -> FeaturizedBatch:
         g, ptr = self._group, self.atom_ptr
         a0, a1 = int(ptr[lo]), int(ptr[hi])
         props = g["properties"]
@@ -281,7 +283,8 @@ class Store:
             nbr_numbers=g["nbr_numbers"][a0:a1],
             nbr_distances=g["nbr_distances"][a0:a1],
             nbr_counts=g["nbr_counts"][a0:a1],
-            properties={name: props[name][lo:hi] for name in self.property_names},
+            properties={name: props[name][lo:hi] for name in self.property_names}
+            if properties else {},
             sources=np.asarray(g["sources"][lo:hi], dtype=object),
             nbr_indices=g["nbr_indices"][a0:a1] if nbr_indices else None,
         )

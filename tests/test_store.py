@@ -66,8 +66,9 @@ def test_iter_batches_reads_windows_and_hands_out_batches(
     assert [b.n_structures for b in got] == [5, 5, 2]
     for start, b in zip((0, 5, 10), got):
         assert_same(b, batch.select(np.arange(start, start + b.n_structures)))
-    lean = list(opened.iter_batches(5, nbr_indices=False))
-    assert all(b.nbr_indices is None for b in lean)
+    lean = list(opened.iter_batches(5, nbr_indices=False, properties=False))
+    assert all(b.nbr_indices is None and b.properties == {} for b in lean)
+    assert got[0].properties  # the store has labels: skipped above, read by default
     np.testing.assert_array_equal(lean[1].nbr_distances, got[1].nbr_distances)
 
 
