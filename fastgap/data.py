@@ -215,7 +215,12 @@ class StructureDataset(torch.utils.data.Dataset):
         # orders hold local atom indices; map each to its structure-local (round-2) row
         orders = slot[orders + ptr[:-1][struct_of_atom]]
         self.orders = torch.as_tensor(orders)  # (V_all, A) local row index of each atom
-        self.variants = [np.flatnonzero(row) for row in keep]  # settings kept per structure
+        if keep.shape[1] == 1:  # one setting each (orders=False): one shared, read-only array
+            identity = np.zeros(1, dtype=np.int64)
+            identity.flags.writeable = False
+            self.variants = [identity] * n_struct
+        else:
+            self.variants = [np.flatnonzero(row) for row in keep]  # settings kept per structure
         self.n_variants = keep.sum(axis=1)  # (S,)
         self.n_atoms = np.diff(ptr)  # (S,)
 

@@ -26,11 +26,23 @@ SHARE_TOL = 1e-4  # Å: lists whose distances round equal at this step share one
 _HASH_SEED = 0x5EED
 
 
-def _list_key(numbers: np.ndarray, distances: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """(A, 2L) int64: the atomic numbers and rounded distances of each list, -1 past it."""
-    valid = np.arange(numbers.shape[1])[None, :] < lengths[:, None]
-    qdist = np.round(distances.astype(np.float64) / SHARE_TOL).astype(np.int64)
-    return np.concatenate([np.where(valid, numbers, -1), np.where(valid, qdist, -1)], axis=1)
+def _list_key(numbers: np.ndarray, distances: np.ndarray, lengths: np.ndarray,
+              lead: np.ndarray | None = None) -> np.ndarray:
+    """(A, 2L) int64: the atomic numbers and rounded distances of each list, -1 past it;
+    with ``lead`` (A,) int64, that column first: (A, 1 + 2L)."""
+    n, width = numbers.shape
+    off = 0 if lead is None else 1
+    key = np.empty((n, off + 2 * width), dtype=np.int64)
+    if lead is not None:
+        key[:, 0] = lead
+    key[:, off:off + width] = numbers
+    qdist = np.divide(distances, SHARE_TOL, dtype=np.float64)  # (A, L) in SHARE_TOL steps
+    key[:, off + width:] = np.rint(qdist, out=qdist)  # round half to even, as np.round
+    if bool((lengths < width).any()):
+        past = np.arange(width)[None, :] >= lengths[:, None]  # (A, L)
+        key[:, off:off + width][past] = -1
+        key[:, off + width:][past] = -1
+    return key
 
 
 def _hash_rows(key: np.ndarray) -> np.ndarray:
@@ -81,8 +93,7 @@ def shared_rows(
     """
     counts = np.diff(atom_ptr)
     struct_of_atom = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    key = np.concatenate([struct_of_atom[:, None], _list_key(numbers, distances, lengths)], 1)
-    return group_rows(key, atom_ptr)
+    return group_rows(_list_key(numbers, distances, lengths, struct_of_atom), atom_ptr)
 
 
 def entry_atoms(
