@@ -8,6 +8,7 @@ padded to a few shapes.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -75,9 +76,10 @@ def final_state(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.
 # The compiled LSTM core (cpp/fastgap_lstm.hpp) runs CPU inference of one-layer,
 # one-direction LSTMs whose entry input is an element vector times a scale (1/distance) or
 # an element vector next to a dense encoding: the element part of the input product is then
-# one product per element instead of one per entry. "0" turns it off (torch's LSTM
-# everywhere); FASTGAP_LSTM_ISA picks its instruction set ("auto" or one of
-# fastgap._core.lstm_isas()).
+# one product per element instead of one per entry. It is used where it has vector code
+# (AVX-512 BF16 or AVX2: 1.3-1.8x torch's LSTM, benchmarks/bench_lstm_bound.py); its
+# portable code is slower than torch's and runs only when asked for by FASTGAP_LSTM_ISA
+# ("auto" or one of fastgap._core.lstm_isas()). FASTGAP_LSTM_KERNEL=0 turns it off.
 KERNEL_ENV = "FASTGAP_LSTM_KERNEL"
 ISA_ENV = "FASTGAP_LSTM_ISA"
 
@@ -90,10 +92,19 @@ def _kernel() -> Callable[..., Any] | None:
     return getattr(_core, "lstm_final_states", None)
 
 
+@functools.cache
+def _vector_isa() -> bool:
+    """Whether the core's best instruction set on this CPU has vector code (not portable)."""
+    from fastgap import _core
+
+    return _core.lstm_isas()[0] != "portable"
+
+
 def kernel_applies(lstm: nn.Module, x: torch.Tensor) -> bool:
     """Whether `fused_final_state` runs ``lstm`` on data like ``x``: CPU inference, a plain
     one-layer one-direction ``nn.LSTM`` with float32 weights, not while torch.compile traces,
-    the core built and not switched off (`KERNEL_ENV`)."""
+    the core built with vector code for this CPU (or an instruction set asked for by
+    `ISA_ENV`) and not switched off (`KERNEL_ENV`)."""
     return (
         os.environ.get(KERNEL_ENV, "1") != "0"
         and cpu_inference(x)
@@ -104,6 +115,7 @@ def kernel_applies(lstm: nn.Module, x: torch.Tensor) -> bool:
         and lstm.weight_hh_l0.dtype == torch.float32
         and not torch.compiler.is_compiling()
         and _kernel() is not None
+        and (os.environ.get(ISA_ENV, "auto") != "auto" or _vector_isa())
     )
 
 

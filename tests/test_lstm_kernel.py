@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import fastgap.lstm_rows
 from fastgap.data import ALL_VARIANTS, StructureDataset, collate
 from fastgap.lstm_rows import KERNEL_ENV, final_state, fused_final_state, kernel_applies
 from fastgap.model import FastGapModel, ModelConfig
@@ -93,7 +94,12 @@ def test_applies_only_to_plain_float32_cpu_inference(monkeypatch) -> None:
         assert not kernel_applies(torch.nn.LSTM(4, 6, batch_first=True).double(), x)
         monkeypatch.setenv(KERNEL_ENV, "0")
         assert not kernel_applies(plain, x)
-    monkeypatch.delenv(KERNEL_ENV)
+        monkeypatch.delenv(KERNEL_ENV)
+        # portable code (slower than torch's LSTM) only when asked for
+        monkeypatch.setattr(fastgap.lstm_rows, "_vector_isa", lambda: False)
+        assert not kernel_applies(plain, x)
+        monkeypatch.setenv("FASTGAP_LSTM_ISA", "portable")
+        assert kernel_applies(plain, x)
     assert not kernel_applies(plain, x)  # autograd on: torch's LSTM
 
 
