@@ -34,8 +34,8 @@
 // nearest even) and the products summed in float32, as in CPU bfloat16 autocast. Sigmoid and
 // tanh use a polynomial exp with a relative error of a few float32 ulps; results differ from
 // PyTorch's LSTM by float32 rounding (about 1e-6 relative), and with `bf16` by bfloat16
-// rounding. Vector code for AVX-512 (with BF16 dot products) or AVX2 is chosen at run time
-// by the CPU (`isa`), else portable code; every variant follows the same equations.
+// rounding. Vector code for AVX-512 (with or without BF16 dot products) or AVX2 is chosen at
+// run time by the CPU (`isa`), else portable code; every variant follows the same equations.
 //
 // Errors: LstmError (std::runtime_error) naming the argument: sizes < 0 or H < 1, a length
 // outside 1..L, an index outside 0..T-1 at a step that is read, a missing required array,
@@ -85,7 +85,8 @@ void validate_lstm(const LstmInput& input);
 void lstm_final_states(const LstmInput& input, float* out, int num_threads);
 
 // The instruction sets this CPU and build can run, best first: among "avx512-bf16" (AVX-512
-// with BF16 dot products), "avx2" (AVX2 + FMA) and "portable" (always last).
+// with BF16 dot products), "avx512" (float32 products; bfloat16 emulated by rounding),
+// "avx2" (AVX2 + FMA) and "portable" (always last).
 std::vector<std::string> lstm_isas();
 
 }  // namespace fastgap

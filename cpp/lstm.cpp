@@ -22,6 +22,9 @@ extern const lstm_detail::Variant variant;
 namespace avx2 {
 extern const lstm_detail::Variant variant;
 }
+namespace avx512f {
+extern const lstm_detail::Variant variant;
+}
 namespace avx512 {
 extern const lstm_detail::Variant variant;
 }
@@ -39,10 +42,11 @@ std::vector<const Variant*> available() {
   std::vector<const Variant*> out;
 #ifdef FASTGAP_LSTM_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma"))
-    out.push_back(&avx512::variant);
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("fma");
+  if (avx512 && __builtin_cpu_supports("avx512bf16")) out.push_back(&avx512::variant);
+  if (avx512) out.push_back(&avx512f::variant);
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back(&avx2::variant);
 #endif
   out.push_back(&portable::variant);
