@@ -42,18 +42,17 @@ inline V load(const float* p) {
 }
 inline void store(float* p, V v) { std::memcpy(p, &v, sizeof v); }
 
-// exp with x clamped to [-87, 88] (2^n stays a normal number): Cody-Waite reduction and
-// Cephes' degree-6 polynomial, a few ulps; NaN stays NaN.
+// exp with x clamped to [-87, 88] (2^n stays a normal number): Cody-Waite reduction, then
+// exp(r) = 1 + r + r^2 q(r) on |r| <= ln(2)/2 with q a cubic fitted for the least maximum
+// relative error (1.8e-7 in float32 arithmetic, about 1.5 ulp); NaN stays NaN.
 inline V exp_poly(V x, V n) {
   V r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  V p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  return p * (r * r) + r + 1.0f;
+  V q = splat(8.312505669891834e-3f);
+  q = q * r + 4.189009591937065e-2f;
+  q = q * r + 1.6667114198207855e-1f;
+  q = q * r + 4.99992311000824e-1f;
+  return q * (r * r) + r + 1.0f;
 }
 
 inline V clamp_exp_arg(V x) {
