@@ -4,6 +4,7 @@ resume (``preds.csv.partial`` + ``preds.csv.partial.json``; `fastgap.screening.p
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +18,20 @@ if TYPE_CHECKING:
 
     from fastgap.ensemble import Bundle
     from fastgap.predict_config import PredictConfig
+
+
+def _csv_fields(frame: Any) -> list[list[Any]]:
+    """Each column of ``frame`` as a list of CSV fields, as pandas' ``to_csv`` writes them
+    (floats in their shortest exact form, ``repr``; NaN empty), in about two thirds of
+    its time."""
+    fields = []
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        if values.dtype.kind == "f":
+            fields.append(["" if x != x else repr(x) for x in values.tolist()])
+        else:
+            fields.append(values.tolist())
+    return fields
 
 
 def check_out_path(path: Path) -> None:
@@ -52,7 +67,7 @@ class RowWriter:
     def write(self, frame: Any) -> None:
         frame = frame[self.columns]
         if not self._parquet:
-            frame.to_csv(self._writer, header=False, index=False, lineterminator="\n")
+            csv.writer(self._writer, lineterminator="\n").writerows(zip(*_csv_fields(frame)))
             self._writer.flush()  # whole chunks reach the file: what a resumed run reads
             return
         import pyarrow as pa

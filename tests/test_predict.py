@@ -385,3 +385,23 @@ def test_one_network_serves_both_roles(tmp_path: Path) -> None:
     np.testing.assert_allclose(df["p_metal"], raw[:, 1], rtol=1e-5, atol=1e-6)
     expect = np.where(raw[:, 1] >= 0.5, 0.0, np.maximum(raw[:, 0], 0.0))
     np.testing.assert_allclose(df["band_gap_eV"], expect, rtol=1e-5, atol=1e-6)
+
+
+def test_csv_rows_are_pandas_to_csv_bytes(tmp_path: Path) -> None:
+    """The rows writer formats CSV itself (faster); its bytes are pandas' ``to_csv`` ones."""
+    from fastgap.prediction_files import RowWriter
+
+    rng = np.random.default_rng(0)
+    special = [0.0, -0.0, 1.0, 1e-5, 1.5e-7, 0.0001, 2.0 / 3, 1e16, 1e22, 1e-300, 5e-324,
+               123456789.123, np.nan, np.inf, -np.inf]
+    n = 2000 + len(special)
+    values = np.concatenate([rng.random(2000) * 10.0 ** rng.integers(-8, 8, 2000), special])
+    ids = [f"mp-{i}" for i in range(n)]
+    ids[:4] = ["a,b", 'q"x', " lead", "é"]
+    frame = pd.DataFrame({"id": ids, "x": values, "y": values[::-1].copy()})
+    out = tmp_path / "rows.csv"
+    with RowWriter(out, ["id", "x", "y"]) as writer:
+        writer.write(frame.iloc[:1000])
+        writer.write(frame.iloc[1000:])
+    want = "id,x,y\n" + frame.to_csv(header=False, index=False, lineterminator="\n")
+    assert out.read_text(encoding="utf-8") == want  # moved into place on success
