@@ -12,6 +12,7 @@
 
 #include "fastgap_knn.hpp"
 #include "fastgap_lstm.hpp"
+#include "fastgap_rows.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -161,6 +162,34 @@ Out<float, 2> lstm_final_states(In<int64_t> index, In<float> scale, In<float> de
   return out.to_numpy<2>({size_t(R), size_t(H)});
 }
 
+nb::tuple group_lists(In<int64_t> numbers, In<float> distances, In<int64_t> lengths,
+                      In<int64_t> atom_ptr, double tol) {
+  const int64_t A = numbers.ndim() == 2 ? int64_t(numbers.shape(0)) : -1,
+                L = numbers.ndim() == 2 ? int64_t(numbers.shape(1)) : -1,
+                S = atom_ptr.ndim() == 1 ? int64_t(atom_ptr.shape(0)) - 1 : -1;
+  if (A < 0 || S < 0) throw fastgap::RowsError("numbers, atom_ptr: expected (A, L) and (S + 1,)");
+  if (distances.ndim() != 2 || int64_t(distances.shape(0)) != A || int64_t(distances.shape(1)) != L)
+    throw fastgap::RowsError("distances: expected the shape of numbers");
+  if (lengths.ndim() != 1 || int64_t(lengths.shape(0)) != A)
+    throw fastgap::RowsError("lengths: expected (A,) with A = " + std::to_string(A));
+  fastgap::RowsInput in;
+  in.numbers = numbers.data();
+  in.distances = distances.data();
+  in.lengths = lengths.data();
+  in.atom_ptr = atom_ptr.data();
+  in.n_atoms = A;
+  in.width = L;
+  in.n_structures = S;
+  in.tol = tol;
+  Buffer<bool> is_rep{size_t(A)};
+  Buffer<int64_t> slot{size_t(A)};
+  {
+    nb::gil_scoped_release release;
+    fastgap::group_lists(in, is_rep.data.get(), slot.data.get());
+  }
+  return nb::make_tuple(is_rep.to_numpy<1>({size_t(A)}), slot.to_numpy<1>({size_t(A)}));
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -173,6 +202,8 @@ NB_MODULE(_core, m) {
     } catch (const fastgap::KnnError& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
     } catch (const fastgap::LstmError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const fastgap::RowsError& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
@@ -187,6 +218,10 @@ NB_MODULE(_core, m) {
         "final hidden states float32 (R, H) of a one-layer LSTM whose input gates are "
         "scale * table[index] + w_dense @ dense (empty scale = 1; empty dense: the Gaussians "
         "of distances). Contract: cpp/fastgap_lstm.hpp.");
+  m.def("group_lists", &group_lists, "numbers"_a, "distances"_a, "lengths"_a, "atom_ptr"_a,
+        "tol"_a,
+        "group each structure's atoms by identical neighbour lists; returns (is_rep bool (A,), "
+        "slot int64 (A,)). Contract: cpp/fastgap_rows.hpp.");
   m.def("lstm_isas", &fastgap::lstm_isas,
         "instruction sets of the LSTM core on this CPU and build, best first");
   m.attr("__version__") = FASTGAP_VERSION;

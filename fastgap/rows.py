@@ -20,6 +20,8 @@ symmetry-equivalent atoms keep sharing their row.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 SHARE_TOL = 1e-4  # Å: lists whose distances round equal at this step share one atom row
@@ -37,7 +39,11 @@ def _list_key(numbers: np.ndarray, distances: np.ndarray, lengths: np.ndarray,
         key[:, 0] = lead
     key[:, off:off + width] = numbers
     qdist = np.divide(distances, SHARE_TOL, dtype=np.float64)  # (A, L) in SHARE_TOL steps
-    key[:, off + width:] = np.rint(qdist, out=qdist)  # round half to even, as np.round
+    np.rint(qdist, out=qdist)  # round half to even, as np.round
+    odd = ~(np.abs(qdist) <= 9e18)  # non-finite (padding: +inf): one value of its own
+    qdist[odd] = 0.0
+    key[:, off + width:] = qdist
+    key[:, off + width:][odd] = np.iinfo(np.int64).min
     if bool((lengths < width).any()):
         past = np.arange(width)[None, :] >= lengths[:, None]  # (A, L)
         key[:, off:off + width][past] = -1
@@ -79,7 +85,8 @@ def group_rows(key: np.ndarray, atom_ptr: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def shared_rows(
-    numbers: np.ndarray, distances: np.ndarray, lengths: np.ndarray, atom_ptr: np.ndarray
+    numbers: np.ndarray, distances: np.ndarray, lengths: np.ndarray, atom_ptr: np.ndarray,
+    *, compiled: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Group each structure's atoms by identical 20-entry lists (round-1 rows).
 
@@ -88,12 +95,28 @@ def shared_rows(
         distances: (A, L) float32 Å.
         lengths: (A,) int64 valid entries per row; entries past it are ignored.
         atom_ptr: (S+1,) int64 atom offsets.
+        compiled: use the compiled core's grouping (``cpp/fastgap_rows.hpp``, the same result,
+            tested against this module's NumPy path) when it is built.
 
     Returns ``(is_rep, slot)`` as ``group_rows``.
     """
+    core = _compiled_grouping() if compiled else None
+    if core is not None:
+        return core(np.ascontiguousarray(numbers, dtype=np.int64),
+                    np.ascontiguousarray(distances, dtype=np.float32),
+                    np.ascontiguousarray(lengths, dtype=np.int64),
+                    np.ascontiguousarray(atom_ptr, dtype=np.int64), SHARE_TOL)
     counts = np.diff(atom_ptr)
     struct_of_atom = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     return group_rows(_list_key(numbers, distances, lengths, struct_of_atom), atom_ptr)
+
+
+def _compiled_grouping() -> Any:
+    try:
+        from fastgap import _core
+    except ImportError:  # a source tree without the built extension
+        return None
+    return getattr(_core, "group_lists", None)
 
 
 def entry_atoms(

@@ -125,3 +125,50 @@ def test_entry_order_inside_a_tie_does_not_depend_on_atom_order() -> None:
     model = FastGapModel(ModelConfig(**TINY, rounds=2)).double().eval()
     got, want = predict_batch(model, two, tta=True), predict_batch(model, one, tta=True)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_compiled_grouping_equals_the_numpy_one() -> None:
+    """The core's grouping (cpp/fastgap_rows.hpp) against the NumPy oracle: lists copied
+    within and across structures, distances a rounding step apart, short lists, garbage past
+    the length, an empty structure."""
+    from fastgap.rows import shared_rows
+
+    rng = np.random.default_rng(7)
+    counts = rng.integers(1, 30, 300)
+    counts[5] = 0
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    n, width = int(ptr[-1]), 20
+    numbers = rng.integers(1, 4, (n, width))
+    # at the centres of the rounding steps, so that a 2e-5 Å move stays in its step
+    distances = (np.sort(rng.integers(5000, 60000, (n, width)), axis=1) * 1e-4).astype(np.float32)
+    lengths = np.where(rng.random(n) < 0.2, rng.integers(1, width, n), width)
+    # about half of the atoms copy the list of an atom of their structure (or of another)
+    struct = np.repeat(np.arange(len(counts)), counts)
+    dst = rng.choice(n, n // 2, replace=False)
+    src = ptr[struct[dst]] + rng.integers(0, counts[struct[dst]])
+    src[:40] = rng.integers(0, n, 40)
+    numbers[dst], distances[dst], lengths[dst] = numbers[src], distances[src], lengths[src]
+    distances[dst[:60], 3] += np.float32(2e-5)  # within the rounding step: still shared
+    distances[dst[60:80], 5] += np.float32(1.2e-4)  # the next step: no longer shared
+    past = np.arange(width)[None, :] >= lengths[:, None]
+    numbers[past], distances[past] = rng.integers(0, 200, past.sum()), np.inf
+    want = shared_rows(numbers, distances, lengths, ptr, compiled=False)
+    got = shared_rows(numbers, distances, lengths, ptr)
+    assert (~want[0]).sum() > 100  # plenty of shared rows
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_compiled_grouping_checks_its_input() -> None:
+    from fastgap import _core
+
+    numbers, distances = np.ones((2, 3), np.int64), np.ones((2, 3), np.float32)
+    lengths, ptr = np.array([3, 3]), np.array([0, 2])
+    with pytest.raises(ValueError, match=r"lengths: expected 0..3, row 1 has 4"):
+        _core.group_lists(numbers, distances, np.array([3, 4]), ptr, 1e-4)
+    with pytest.raises(ValueError, match="atom_ptr: expected offsets from 0 to 2"):
+        _core.group_lists(numbers, distances, lengths, np.array([0, 1]), 1e-4)
+    with pytest.raises(ValueError, match="tol: expected a finite value > 0"):
+        _core.group_lists(numbers, distances, lengths, ptr, 0.0)
+    with pytest.raises(ValueError, match="distances: expected the shape of numbers"):
+        _core.group_lists(numbers, distances[:, :2].copy(), lengths, ptr, 1e-4)
