@@ -77,8 +77,8 @@ def final_state(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.
 # one-direction LSTMs whose entry input is an element vector times a scale (1/distance) or
 # an element vector next to a dense encoding: the element part of the input product is then
 # one product per element instead of one per entry. It is used where it has vector code
-# (AVX-512 BF16 or AVX2: 1.3-1.8x torch's LSTM, benchmarks/bench_lstm_bound.py); its
-# portable code is slower than torch's and runs only when asked for by FASTGAP_LSTM_ISA
+# (AVX-512 with or without BF16, AVX2: 1.2-1.9x torch's LSTM, benchmarks/bench_lstm_bound.py);
+# its portable code is slower than torch's and runs only when asked for by FASTGAP_LSTM_ISA
 # ("auto" or one of fastgap._core.lstm_isas()). FASTGAP_LSTM_KERNEL=0 turns it off.
 KERNEL_ENV = "FASTGAP_LSTM_KERNEL"
 ISA_ENV = "FASTGAP_LSTM_ISA"
