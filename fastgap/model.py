@@ -283,6 +283,10 @@ class FastGapModel(nn.Module):
         """Pool atom vectors (N, D) along each sequence -> (Q, D')."""
         seq = F.embedding(batch.seq_atoms, atoms)  # (Q, M, D); past seq_lengths masked below
         if self.config.pooling == "lstm":
+            if kernel_applies(self.struct_lstm, seq):  # no element table: dense inputs only
+                index = torch.zeros(seq.shape[:2], dtype=torch.int64)
+                return fused_final_state(self.struct_lstm, seq.new_zeros(1, 0, dtype=torch.float32),
+                                         index, batch.seq_lengths, dense=seq)
             return final_state(self.struct_lstm, seq, batch.seq_lengths)
         steps = torch.arange(seq.shape[1], device=seq.device)
         mask = steps[None, :] < batch.seq_lengths[:, None]  # (Q, M)
