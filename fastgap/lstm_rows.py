@@ -159,6 +159,16 @@ def fused_final_state(lstm: nn.LSTM, vectors: torch.Tensor, index: torch.Tensor,
     return torch.from_numpy(out)
 
 
+def lstm_final_state(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """`final_state` of ``lstm`` over dense inputs ``x`` (R, L, E), in the compiled core
+    where `kernel_applies` (no element table), else torch's LSTM."""
+    if kernel_applies(lstm, x):
+        index = torch.zeros(x.shape[:2], dtype=torch.int64)  # (R, L) the one empty row
+        return fused_final_state(lstm, x.new_zeros(1, 0, dtype=torch.float32), index, lengths,
+                                 dense=x)
+    return final_state(lstm, x, lengths)
+
+
 def _np(t: torch.Tensor | None) -> np.ndarray:
     """A contiguous NumPy view for the core: float tensors as float32, integers as they are,
     None as an empty float32 array."""

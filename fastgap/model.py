@@ -12,7 +12,8 @@ Design (the defaults of ``ModelConfig``):
    missing-value flags); the distance scaling is unchanged.
 3. A per-atom LSTM reads the 20 vectors in list order; its final hidden state is the atom
    vector. CPU inference runs it in the compiled LSTM core (``fastgap.lstm_rows``): the
-   element part of its input product is computed once per element, not once per entry.
+   element part of its input product is computed once per element, not once per entry
+   (the round-2 and structure LSTMs run there too, with dense inputs).
    Option ``rounds=2`` (one round of message passing through the neighbour lists): a second
    per-atom LSTM reads, for every entry, the round-1 vector of the atom that entry is, next
    to the entry's distance encoding (1/distance, centre 1 Å^-1, or the Gaussians); its final
@@ -39,7 +40,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from fastgap.data import Batch, BucketBatchSampler, StructureDataset, make_loader
-from fastgap.lstm_rows import by_rows, final_state, fused_final_state, kernel_applies
+from fastgap.lstm_rows import (
+    by_rows,
+    final_state,
+    fused_final_state,
+    kernel_applies,
+    lstm_final_state,
+)
 
 if TYPE_CHECKING:
     from fastgap.features import FeaturizedBatch
@@ -257,7 +264,7 @@ class FastGapModel(nn.Module):
             valid = torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]  # (R, L)
             nbr = F.embedding(torch.where(valid, rows, atoms.shape[0]), table)  # (R, L, D)
             enc = self.distance_encoding(distances, valid).to(nbr.dtype)
-            return final_state(self.round_lstm, torch.cat([nbr, enc], dim=-1), lengths)
+            return lstm_final_state(self.round_lstm, torch.cat([nbr, enc], dim=-1), lengths)
 
         return by_rows(round2, rows, batch.atom_distances[own], batch.atom_lengths[own])
 
@@ -283,11 +290,7 @@ class FastGapModel(nn.Module):
         """Pool atom vectors (N, D) along each sequence -> (Q, D')."""
         seq = F.embedding(batch.seq_atoms, atoms)  # (Q, M, D); past seq_lengths masked below
         if self.config.pooling == "lstm":
-            if kernel_applies(self.struct_lstm, seq):  # no element table: dense inputs only
-                index = torch.zeros(seq.shape[:2], dtype=torch.int64)
-                return fused_final_state(self.struct_lstm, seq.new_zeros(1, 0, dtype=torch.float32),
-                                         index, batch.seq_lengths, dense=seq)
-            return final_state(self.struct_lstm, seq, batch.seq_lengths)
+            return lstm_final_state(self.struct_lstm, seq, batch.seq_lengths)
         steps = torch.arange(seq.shape[1], device=seq.device)
         mask = steps[None, :] < batch.seq_lengths[:, None]  # (Q, M)
         if self.config.pooling == "mean":
