@@ -65,6 +65,8 @@ def test_cpp_unit_tests_pass(tmp_path: Path) -> None:
         ["ctest", "--test-dir", str(build), "--output-on-failure"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("test_knn", "test_rows", "test_lstm"):  # the k-NN, row and LSTM cores
+        assert f" {name} " in result.stdout, result.stdout
 
 
 def test_shapes_and_dtypes() -> None:
