@@ -10,13 +10,21 @@ import torch
 
 import fastgap.lstm_rows
 from fastgap.data import ALL_VARIANTS, StructureDataset, collate
-from fastgap.lstm_rows import KERNEL_ENV, final_state, fused_final_state, kernel_applies
+from fastgap.lstm_rows import ISA_ENV, KERNEL_ENV, final_state, fused_final_state, kernel_applies
 from fastgap.model import FastGapModel, ModelConfig
 from fastgap.synthetic import synthetic_featurized
 
 _core = pytest.importorskip("fastgap._core", reason="fastgap._core is not built")
 
 SIZES = {"embed_dim": 12, "atom_hidden": 20, "struct_hidden": 8, "head_sizes": (8,)}
+
+
+@pytest.fixture(autouse=True)
+def _core_on_any_cpu(monkeypatch) -> None:
+    """Name the best instruction set explicitly, so that the core runs (and is tested) even
+    on a CPU where only its portable code exists (which it would not choose by itself)."""
+    monkeypatch.setenv(ISA_ENV, _core.lstm_isas()[0])
+    monkeypatch.delenv(KERNEL_ENV, raising=False)  # whatever the caller's environment says
 
 
 def _entries(seed: int, rows: int = 50, steps: int = 7, table: int = 9):
@@ -75,11 +83,11 @@ def test_every_instruction_set_agrees(monkeypatch) -> None:
     scale = torch.rand(index.shape, generator=g)
     want = _torch_reference(lstm, vectors[index] * scale[..., None], lengths)
     for isa in _core.lstm_isas():
-        monkeypatch.setenv("FASTGAP_LSTM_ISA", isa)
+        monkeypatch.setenv(ISA_ENV, isa)
         with torch.inference_mode():
             got = fused_final_state(lstm, vectors, index, lengths, scale=scale)
         torch.testing.assert_close(got, want, rtol=0, atol=2e-6, msg=isa)
-    monkeypatch.setenv("FASTGAP_LSTM_ISA", "sse9")
+    monkeypatch.setenv(ISA_ENV, "sse9")
     with torch.inference_mode(), pytest.raises(ValueError, match="isa: 'sse9' is not available"):
         fused_final_state(lstm, vectors, index, lengths, scale=scale)
 
@@ -95,10 +103,15 @@ def test_applies_only_to_plain_float32_cpu_inference(monkeypatch) -> None:
         monkeypatch.setenv(KERNEL_ENV, "0")
         assert not kernel_applies(plain, x)
         monkeypatch.delenv(KERNEL_ENV)
-        # portable code (slower than torch's LSTM) only when asked for
+        # by itself ("auto") the core runs only where it has vector code ...
+        monkeypatch.setenv(ISA_ENV, "auto")
         monkeypatch.setattr(fastgap.lstm_rows, "_vector_isa", lambda: False)
         assert not kernel_applies(plain, x)
-        monkeypatch.setenv("FASTGAP_LSTM_ISA", "portable")
+        monkeypatch.setattr(fastgap.lstm_rows, "_vector_isa", lambda: True)
+        assert kernel_applies(plain, x)
+        # ... its portable code (slower than torch's LSTM) only when asked for
+        monkeypatch.setattr(fastgap.lstm_rows, "_vector_isa", lambda: False)
+        monkeypatch.setenv(ISA_ENV, "portable")
         assert kernel_applies(plain, x)
     assert not kernel_applies(plain, x)  # autograd on: torch's LSTM
 
