@@ -2,6 +2,6 @@
 #define FG_ISA_NS avx2
 #define FG_ISA_NAME "avx2"
 #define FG_VW 8
-#define FG_RB 2
+#define FG_RB 3
 #define FG_DPBF16 0
 #include "lstm_impl.hpp"

@@ -166,15 +166,17 @@ inline void block(const Packed& P, const int64_t* idx, const float* sc, const XT
   }
 #endif
   const float* w = P.w.get() + int64_t(jb) * P.k_total * 4 * VW;
+  // per step input: the RB rows' values broadcast once, then one gate's weights at a time
+  // (RB x 4 accumulators + RB broadcasts + 1 weight vector: 16 registers for AVX2's RB = 3)
   for (int64_t k = 0; k < kt; ++k, w += 4 * VW) {
-    const V w0 = load(w), w1 = load(w + VW), w2 = load(w + 2 * VW), w3 = load(w + 3 * VW);
+    V xv[RB];
 #pragma GCC unroll 8
-    for (int rr = 0; rr < RB; ++rr) {
-      const V xv = splat(x[rr * kx + k]);
-      acc[rr][0] += xv * w0;
-      acc[rr][1] += xv * w1;
-      acc[rr][2] += xv * w2;
-      acc[rr][3] += xv * w3;
+    for (int rr = 0; rr < RB; ++rr) xv[rr] = splat(x[rr * kx + k]);
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      const V wg = load(w + g * VW);
+#pragma GCC unroll 8
+      for (int rr = 0; rr < RB; ++rr) acc[rr][g] += xv[rr] * wg;
     }
   }
   copy(acc, io);
