@@ -38,15 +38,22 @@ struct Buffer {
   std::unique_ptr<T[]> data;
 };
 
-void check_shape(const char* name, size_t ndim, const int64_t* shape, size_t want_ndim,
-                 const int64_t* want) {
-  bool ok = ndim == want_ndim;
-  for (size_t d = 0; ok && d < ndim; ++d) ok = want[d] < 0 || int64_t(shape[d]) == want[d];
+// Throws Error naming `name` unless array `a` has shape `want` (-1: any size there).
+template <typename Error, typename Array>
+void check_shape(const char* name, const Array& a, std::initializer_list<int64_t> want) {
+  bool ok = a.ndim() == want.size();
+  size_t d = 0;
+  for (int64_t w : want) {
+    ok = ok && (w < 0 || int64_t(a.shape(d)) == w);
+    ++d;
+  }
   if (ok) return;
-  std::string got = "(";
-  for (size_t d = 0; d < ndim; ++d) got += (d ? ", " : "") + std::to_string(shape[d]);
-  throw fastgap::KnnError(std::string(name) + ": expected shape consistent with the batch, got " +
-                          got + ")");
+  std::string got = "(", expect = "(";
+  for (size_t i = 0; i < a.ndim(); ++i) got += (i ? ", " : "") + std::to_string(a.shape(i));
+  d = 0;
+  for (int64_t w : want)
+    expect += (d++ ? ", " : "") + (w < 0 ? std::string("any") : std::to_string(w));
+  throw Error(std::string(name) + ": expected shape " + expect + "), got " + got + ")");
 }
 
 nb::tuple knn_batch(In<double> lattices, In<double> frac_coords, In<int32_t> numbers,
@@ -54,13 +61,12 @@ nb::tuple knn_batch(In<double> lattices, In<double> frac_coords, In<int32_t> num
                     double tie_tol, double min_distance) {
   const int64_t n_structures = atom_ptr.ndim() == 1 ? int64_t(atom_ptr.shape(0)) - 1 : -1;
   const int64_t n_atoms = frac_coords.ndim() == 2 ? int64_t(frac_coords.shape(0)) : -1;
-  const int64_t s3[3] = {n_structures, 3, 3}, a3[2] = {n_atoms, 3}, a1[1] = {n_atoms},
-                s1[1] = {n_structures + 1};
-  check_shape("atom_ptr", atom_ptr.ndim(), atom_ptr.shape_ptr(), 1, s1);
-  check_shape("frac_coords", frac_coords.ndim(), frac_coords.shape_ptr(), 2, a3);
-  check_shape("lattices", lattices.ndim(), lattices.shape_ptr(), 3, s3);
-  check_shape("numbers", numbers.ndim(), numbers.shape_ptr(), 1, a1);
-  check_shape("pbc", pbc.ndim(), pbc.shape_ptr(), 2, s3);
+  using fastgap::KnnError;
+  check_shape<KnnError>("atom_ptr", atom_ptr, {n_structures + 1});
+  check_shape<KnnError>("frac_coords", frac_coords, {n_atoms, 3});
+  check_shape<KnnError>("lattices", lattices, {n_structures, 3, 3});
+  check_shape<KnnError>("numbers", numbers, {n_atoms});
+  check_shape<KnnError>("pbc", pbc, {n_structures, 3});
   if (n_structures < 0) throw fastgap::KnnError("atom_ptr: expected at least one offset");
 
   fastgap::KnnInput in;
@@ -94,23 +100,6 @@ nb::tuple knn_batch(In<double> lattices, In<double> frac_coords, In<int32_t> num
                         counts.to_numpy<1>({a}));
 }
 
-void check_lstm_shape(const char* name, size_t ndim, const int64_t* shape, size_t want_ndim,
-                      std::initializer_list<int64_t> want) {
-  bool ok = ndim == want_ndim;
-  size_t d = 0;
-  for (int64_t w : want) {
-    ok = ok && (w < 0 || shape[d] == w);
-    ++d;
-  }
-  if (ok) return;
-  std::string got = "(";
-  for (size_t i = 0; i < ndim; ++i) got += (i ? ", " : "") + std::to_string(shape[i]);
-  std::string expect = "(";
-  d = 0;
-  for (int64_t w : want) expect += (d++ ? ", " : "") + (w < 0 ? std::string("any") : std::to_string(w));
-  throw fastgap::LstmError(std::string(name) + ": expected shape " + expect + "), got " + got + ")");
-}
-
 // Empty `scale` (size 0) means 1 everywhere; the dense inputs are `dense` (R, L, B), or, when
 // `dense` is empty, the Gaussians of `distances` (R, L). B is w_dense's second dimension.
 Out<float, 2> lstm_final_states(In<int64_t> index, In<float> scale, In<float> dense,
@@ -122,17 +111,18 @@ Out<float, 2> lstm_final_states(In<int64_t> index, In<float> scale, In<float> de
                 L = index.ndim() == 2 ? int64_t(index.shape(1)) : -1,
                 H = w_hh.ndim() == 2 ? int64_t(w_hh.shape(1)) : -1,
                 B = w_dense.ndim() == 2 ? int64_t(w_dense.shape(1)) : -1;
-  check_lstm_shape("index", index.ndim(), index.shape_ptr(), 2, {-1, -1});
-  check_lstm_shape("w_hh", w_hh.ndim(), w_hh.shape_ptr(), 2, {4 * H, H});
-  check_lstm_shape("w_dense", w_dense.ndim(), w_dense.shape_ptr(), 2, {4 * H, -1});
-  check_lstm_shape("lengths", lengths.ndim(), lengths.shape_ptr(), 1, {R});
-  check_lstm_shape("table", table.ndim(), table.shape_ptr(), 2, {-1, 4 * H});
-  check_lstm_shape("bias", bias.ndim(), bias.shape_ptr(), 1, {4 * H});
-  if (scale.size() != 0) check_lstm_shape("scale", scale.ndim(), scale.shape_ptr(), 2, {R, L});
-  if (dense.size() != 0) check_lstm_shape("dense", dense.ndim(), dense.shape_ptr(), 3, {R, L, B});
+  using fastgap::LstmError;
+  check_shape<LstmError>("index", index, {-1, -1});
+  check_shape<LstmError>("w_hh", w_hh, {4 * H, H});
+  check_shape<LstmError>("w_dense", w_dense, {4 * H, -1});
+  check_shape<LstmError>("lengths", lengths, {R});
+  check_shape<LstmError>("table", table, {-1, 4 * H});
+  check_shape<LstmError>("bias", bias, {4 * H});
+  if (scale.size() != 0) check_shape<LstmError>("scale", scale, {R, L});
+  if (dense.size() != 0) check_shape<LstmError>("dense", dense, {R, L, B});
   if (distances.size() != 0) {
-    check_lstm_shape("distances", distances.ndim(), distances.shape_ptr(), 2, {R, L});
-    check_lstm_shape("rbf_centres", rbf_centres.ndim(), rbf_centres.shape_ptr(), 1, {B});
+    check_shape<LstmError>("distances", distances, {R, L});
+    check_shape<LstmError>("rbf_centres", rbf_centres, {B});
   }
   fastgap::LstmInput in;
   in.index = index.data();

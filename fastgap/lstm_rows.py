@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
+
+from fastgap.neighbors import core_function
 
 # Without autograd on CPU, LSTMs run over this many rows at a time (a GPU wants whole
 # batches): each call's input projection of all steps, (rows * L, 4H) float32, then stays
@@ -84,20 +85,10 @@ KERNEL_ENV = "FASTGAP_LSTM_KERNEL"
 ISA_ENV = "FASTGAP_LSTM_ISA"
 
 
-def _kernel() -> Callable[..., Any] | None:
-    try:
-        from fastgap import _core
-    except ImportError:  # a source tree without the built extension
-        return None
-    return getattr(_core, "lstm_final_states", None)
-
-
 @functools.cache
 def _vector_isa() -> bool:
     """Whether the core's best instruction set on this CPU has vector code (not portable)."""
-    from fastgap import _core
-
-    return _core.lstm_isas()[0] != "portable"
+    return core_function("lstm_isas")()[0] != "portable"
 
 
 def kernel_applies(lstm: nn.Module, x: torch.Tensor) -> bool:
@@ -114,7 +105,7 @@ def kernel_applies(lstm: nn.Module, x: torch.Tensor) -> bool:
         and lstm.proj_size == 0
         and lstm.weight_hh_l0.dtype == torch.float32
         and not torch.compiler.is_compiling()
-        and _kernel() is not None
+        and core_function("lstm_final_states") is not None
         and (os.environ.get(ISA_ENV, "auto") != "auto" or _vector_isa())
     )
 
@@ -150,7 +141,7 @@ def fused_final_state(lstm: nn.LSTM, vectors: torch.Tensor, index: torch.Tensor,
         bias = ((lstm.bias_ih_l0 + lstm.bias_hh_l0).detach() if lstm.bias
                 else w_ih.new_zeros(4 * hidden))
     distances, centres, width, cut = gaussians or (None, None, 1.0, 0.0)
-    out = _kernel()(
+    out = core_function("lstm_final_states")(
         _np(index.to(torch.int64)), _np(scale), _np(dense), _np(distances), _np(centres),
         float(width), float(cut), _np(lengths.to(torch.int64)), _np(table), _np(w_ih[:, e:]),
         _np(lstm.weight_hh_l0), _np(bias), bf16, torch.get_num_threads(),

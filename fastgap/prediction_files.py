@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ def _csv_fields(frame: Any) -> list[list[Any]]:
     for name in frame.columns:
         values = frame[name].to_numpy()
         if values.dtype.kind == "f":
-            fields.append(["" if x != x else repr(x) for x in values.tolist()])
+            fields.append(["" if math.isnan(x) else repr(x) for x in values.tolist()])
         else:
             fields.append(values.tolist())
     return fields

@@ -20,9 +20,9 @@ symmetry-equivalent atoms keep sharing their row.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+
+from fastgap.neighbors import core_function
 
 SHARE_TOL = 1e-4  # Å: lists whose distances round equal at this step share one atom row
 _HASH_SEED = 0x5EED
@@ -100,7 +100,7 @@ def shared_rows(
 
     Returns ``(is_rep, slot)`` as ``group_rows``.
     """
-    core = _compiled_grouping() if compiled else None
+    core = core_function("group_lists") if compiled else None
     if core is not None:
         return core(np.ascontiguousarray(numbers, dtype=np.int64),
                     np.ascontiguousarray(distances, dtype=np.float32),
@@ -109,14 +109,6 @@ def shared_rows(
     counts = np.diff(atom_ptr)
     struct_of_atom = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     return group_rows(_list_key(numbers, distances, lengths, struct_of_atom), atom_ptr)
-
-
-def _compiled_grouping() -> Any:
-    try:
-        from fastgap import _core
-    except ImportError:  # a source tree without the built extension
-        return None
-    return getattr(_core, "group_lists", None)
 
 
 def entry_atoms(

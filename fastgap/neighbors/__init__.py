@@ -86,6 +86,14 @@ def _cpp_available() -> bool:
     return importlib.util.find_spec("fastgap._core") is not None
 
 
+def core_function(name: str) -> Any:
+    """The compiled core's function ``name`` (``fastgap._core.<name>``), or None in a source
+    tree without the built extension."""
+    if not _cpp_available():
+        return None
+    return getattr(importlib.import_module("fastgap._core"), name, None)
+
+
 def _resolve_backend(backend: Any) -> str:
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
