@@ -245,10 +245,8 @@ class FastGapModel(nn.Module):
         result; with it, the result has one row per round-2 row: the round-1 vector of its
         atom (``rounds=1``) or the round-2 LSTM's output (``rounds=2``).
         """
-        # the compiled core takes all rows at once; torch's LSTM goes by row chunks
-        round1 = self._round1 if kernel_applies(self.atom_lstm, batch.atom_distances) else (
-            lambda *rows: by_rows(self._round1, *rows))
-        atoms = round1(batch.atom_numbers, batch.atom_distances, batch.atom_lengths)  # (N, D)
+        atoms = self._round1(batch.atom_numbers, batch.atom_distances,
+                             batch.atom_lengths)  # (N, D)
         rows = batch.atom_nbr_rows
         if rows is None:
             if self.config.rounds > 1:
@@ -270,7 +268,8 @@ class FastGapModel(nn.Module):
 
     def _round1(self, numbers: torch.Tensor, distances: torch.Tensor,
                 lengths: torch.Tensor) -> torch.Tensor:
-        """(N, L) numbers, (N, L) Å, (N,) lengths -> (N, D) the per-atom LSTM's vectors."""
+        """(N, L) numbers, (N, L) Å, (N,) lengths -> (N, D) the per-atom LSTM's vectors:
+        all rows at once in the compiled core, else torch's LSTM by row chunks."""
         if kernel_applies(self.atom_lstm, distances):
             with torch.autocast(distances.device.type, enabled=False):  # float32 table
                 vectors = self.element_vectors()
@@ -283,8 +282,13 @@ class FastGapModel(nn.Module):
                          self.config.rbf_cutoff / self.config.rbf_bins, RBF_ZERO)
             return fused_final_state(self.atom_lstm, vectors, numbers, lengths,
                                      gaussians=gaussians)
-        x = self.entry_vectors(numbers, distances, lengths)
-        return final_state(self.atom_lstm, x, lengths)
+
+        def chunk(numbers: torch.Tensor, distances: torch.Tensor,
+                  lengths: torch.Tensor) -> torch.Tensor:
+            x = self.entry_vectors(numbers, distances, lengths)
+            return final_state(self.atom_lstm, x, lengths)
+
+        return by_rows(chunk, numbers, distances, lengths)
 
     def sequence_vectors(self, atoms: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Pool atom vectors (N, D) along each sequence -> (Q, D')."""
