@@ -106,6 +106,9 @@ class Batch:
             then ``seq_atoms`` index the N atom rows. Otherwise one row per round-2 row:
             the atom row (0..N-1) of every entry, column 0 = the atom's own row, N (a dummy)
             past the length; ``seq_atoms`` then index these N2 round-2 rows.
+        atom_angles: (N, L, B) float32 or None: each entry's angle signature
+            (``fastgap.angles``, column 0 and padding zero) when the data was built with
+            ``angle_bins = B``.
     """
 
     atom_numbers: torch.Tensor
@@ -117,6 +120,7 @@ class Batch:
     targets: torch.Tensor
     index: torch.Tensor
     atom_nbr_rows: torch.Tensor | None = None
+    atom_angles: torch.Tensor | None = None
 
     @property
     def n_structures(self) -> int:
@@ -150,6 +154,8 @@ class StructureDataset(torch.utils.data.Dataset):
     ``orders=False`` skips the axis-swap orders: every structure has one sequence, its
     atoms in stored order (inference with order-free pooling only, ``"attention"`` /
     ``"mean"``, whose outputs do not depend on the order beyond float rounding).
+    ``angle_bins`` > 0 adds every entry's angle signature (``fastgap.angles``, for models
+    with ``angle_bins``); atoms then share a row only if their signatures agree too.
     """
 
     def __init__(
@@ -161,6 +167,7 @@ class StructureDataset(torch.utils.data.Dataset):
         share_equivalent: bool = True,
         neighbour_rows: bool = True,
         orders: bool = True,
+        angle_bins: int = 0,
     ) -> None:
         derived = derived or {}
         ptr = np.asarray(featurized.atom_ptr, dtype=np.int64)
@@ -190,9 +197,15 @@ class StructureDataset(torch.utils.data.Dataset):
         else:  # one sequence per structure: the stored atom order
             orders = (np.arange(len(centre), dtype=np.int64) - ptr[:-1][struct_of_atom])[None]
             keep = np.ones((n_struct, 1), dtype=bool)
+        angles = None
+        if angle_bins:
+            from fastgap.angles import entry_angles
+
+            angles = entry_angles(featurized, angle_bins)  # (A, 1+k, B)
         if share_equivalent:
             is_rep, slot = shared_rows(
-                self.numbers.numpy(), self.distances.numpy(), self.lengths.numpy(), ptr
+                self.numbers.numpy(), self.distances.numpy(), self.lengths.numpy(), ptr,
+                extra=angles,
             )
         else:  # every atom keeps its own row
             is_rep = np.ones(len(centre), dtype=bool)
@@ -212,6 +225,7 @@ class StructureDataset(torch.utils.data.Dataset):
         self.numbers = self.numbers[keep_rows]  # (R, 1+k), R kept rows
         self.distances = self.distances[keep_rows]
         self.lengths = self.lengths[keep_rows]
+        self.angles = None if angles is None else torch.as_tensor(angles[keep_rows])
         # orders hold local atom indices; map each to its structure-local (round-2) row
         orders = slot[orders + ptr[:-1][struct_of_atom]]
         self.orders = torch.as_tensor(orders)  # (V_all, A) local row index of each atom
@@ -243,6 +257,8 @@ class StructureDataset(torch.utils.data.Dataset):
         if self.round_entries is not None:
             q0, q1 = int(self.round_ptr[idx]), int(self.round_ptr[idx + 1])
             item["round_entries"] = self.round_entries[q0:q1]
+        if self.angles is not None:
+            item["angles"] = self.angles[r0:r1]
         return item
 
     def __getitems__(self, items: Sequence[tuple[int, int] | int]) -> Batch:
@@ -296,6 +312,7 @@ def collate(items: Sequence[dict[str, Any]] | Batch) -> Batch:
         targets=torch.stack([it["targets"] for it in items]),
         index=torch.tensor([it["index"] for it in items], dtype=torch.int64),
         atom_nbr_rows=nbr_rows,
+        atom_angles=torch.cat([it["angles"] for it in items]) if "angles" in items[0] else None,
     )
 
 

@@ -73,4 +73,5 @@ def gather_batch(ds: StructureDataset, items: Sequence[Any]) -> Batch:
         targets=ds.targets[idx_t],
         index=idx_t,
         atom_nbr_rows=nbr_rows,
+        atom_angles=None if ds.angles is None else ds.angles[rows_t],
     )

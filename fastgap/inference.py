@@ -102,6 +102,19 @@ def order_free(model: torch.nn.Module) -> bool:
     return getattr(_core(model).config, "pooling", "lstm") in ORDER_FREE_POOLINGS
 
 
+def angle_bins_of(models: Sequence[torch.nn.Module]) -> int:
+    """The ``angle_bins`` the data of ``models`` needs: 0 if no model reads angles.
+
+    Raises ValueError if models read angle signatures of different sizes (one dataset
+    serves them all).
+    """
+    bins = sorted({getattr(_core(m).config, "angle_bins", 0) for m in models} - {0})
+    if len(bins) > 1:
+        raise ValueError(f"models: they read angle signatures of different sizes {bins}; "
+                         "predict them separately")
+    return bins[0] if bins else 0
+
+
 def identity_view(batch: Batch) -> Batch:
     """The same batch with only the first sequence (the identity order) of each structure.
 

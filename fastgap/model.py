@@ -14,6 +14,9 @@ Design (the defaults of ``ModelConfig``):
    vector. CPU inference runs it in the compiled LSTM core (``fastgap.lstm_rows``): the
    element part of its input product is computed once per element, not once per entry
    (the round-2 and structure LSTMs run there too, with dense inputs).
+   Option ``angle_bins=B``: each entry's input also holds its angle signature (B values,
+   ``fastgap.angles``: how the other atoms of the list sit around it, as seen from the
+   centre); the data must be built with the same ``angle_bins``.
    Option ``rounds=2`` (one round of message passing through the neighbour lists): a second
    per-atom LSTM reads, for every entry, the round-1 vector of the atom that entry is, next
    to the entry's distance encoding (1/distance, centre 1 Å^-1, or the Gaussians); its final
@@ -87,6 +90,7 @@ class ModelConfig:
     # "physical": the head also reads the mean and std of the element descriptors over the
     # structure's atoms (its stoichiometry, which the neighbour lists only imply)
     composition: str = "none"
+    angle_bins: int = 0  # B > 0: each entry's input also holds its angle signature
 
     def __post_init__(self) -> None:
         self.head_sizes = tuple(int(h) for h in self.head_sizes)
@@ -99,6 +103,9 @@ class ModelConfig:
                 f"distance_encoding: expected one of {DISTANCE_ENCODINGS}, "
                 f"got {self.distance_encoding!r}"
             )
+        if isinstance(self.angle_bins, bool) or not isinstance(self.angle_bins, int) or (
+                self.angle_bins != 0 and self.angle_bins < 2):
+            raise ValueError(f"angle_bins: expected 0 or an integer >= 2, got {self.angle_bins!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {self.pooling!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -153,6 +160,7 @@ class FastGapModel(nn.Module):
         if cfg.distance_encoding == "rbf":
             self.register_buffer("rbf_centres", torch.linspace(0.0, cfg.rbf_cutoff, cfg.rbf_bins))
             in_dim += cfg.rbf_bins
+        in_dim += cfg.angle_bins
         self.atom_lstm = nn.LSTM(
             in_dim, cfg.atom_hidden, cfg.layers, batch_first=True,
             bidirectional=cfg.bidirectional, dropout=drop,
@@ -187,19 +195,26 @@ class FastGapModel(nn.Module):
         self.register_buffer("target_is_class", torch.zeros(cfg.n_outputs, dtype=torch.bool))
 
     def entry_vectors(
-        self, numbers: torch.Tensor, distances: torch.Tensor, lengths: torch.Tensor
+        self, numbers: torch.Tensor, distances: torch.Tensor, lengths: torch.Tensor,
+        angles: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(N, L) int64 numbers, (N, L) float Å, (N,) lengths -> (N, L, E) entry vectors.
 
         Entries past ``lengths`` are replaced by (0, 1 Å) first, so whatever the padding
-        holds (out-of-range numbers, NaN) cannot reach the values or the gradients.
+        holds (out-of-range numbers, NaN) cannot reach the values or the gradients. With
+        ``angle_bins``, ``angles`` (N, L, B) are appended (padding read as zeros).
         """
         numbers, enc = self.entry_parts(numbers, distances, lengths)
         # F.embedding gathers the same rows as table[numbers], about 5x faster on CPU
         emb = F.embedding(numbers, self.element_vectors())  # (Z + 1, E) -> (N, L, E)
         if self.config.distance_encoding == "inverse":
-            return emb * enc.to(emb.dtype)
-        return torch.cat([emb, enc.to(emb.dtype)], dim=-1)  # (N, L, E + bins)
+            x = emb * enc.to(emb.dtype)
+        else:
+            x = torch.cat([emb, enc.to(emb.dtype)], dim=-1)  # (N, L, E + bins)
+        if self.config.angle_bins:
+            valid = (numbers > 0).unsqueeze(-1)  # entry_parts set the padding's numbers to 0
+            x = torch.cat([x, torch.where(valid, angles, 0.0).to(x.dtype)], dim=-1)
+        return x  # (N, L, E [+ bins] [+ B])
 
     def entry_parts(self, numbers: torch.Tensor, distances: torch.Tensor,
                     lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,7 +261,7 @@ class FastGapModel(nn.Module):
         atom (``rounds=1``) or the round-2 LSTM's output (``rounds=2``).
         """
         atoms = self._round1(batch.atom_numbers, batch.atom_distances,
-                             batch.atom_lengths)  # (N, D)
+                             batch.atom_lengths, self._angles(batch))  # (N, D)
         rows = batch.atom_nbr_rows
         if rows is None:
             if self.config.rounds > 1:
@@ -266,10 +281,29 @@ class FastGapModel(nn.Module):
 
         return by_rows(round2, rows, batch.atom_distances[own], batch.atom_lengths[own])
 
+    def _angles(self, batch: Batch) -> torch.Tensor | None:
+        """``batch.atom_angles`` if this model reads them (checked), else None."""
+        bins = self.config.angle_bins
+        if not bins:
+            return None
+        got = batch.atom_angles
+        if got is None or got.shape != (*batch.atom_numbers.shape, bins):
+            shape = None if got is None else tuple(got.shape)
+            raise ValueError(
+                f"atom_angles: this model has angle_bins={bins} and needs (N, L, {bins}) "
+                f"angle signatures, got {shape}; build the data with angle_bins={bins}"
+            )
+        return got
+
     def _round1(self, numbers: torch.Tensor, distances: torch.Tensor,
-                lengths: torch.Tensor) -> torch.Tensor:
-        """(N, L) numbers, (N, L) Å, (N,) lengths -> (N, D) the per-atom LSTM's vectors:
-        all rows at once in the compiled core, else torch's LSTM by row chunks."""
+                lengths: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, L) numbers, (N, L) Å, (N,) lengths [, (N, L, B) angles] -> (N, D) the
+        per-atom LSTM's vectors: all rows at once in the compiled core (without angles),
+        else torch's LSTM by row chunks."""
+        if angles is not None:
+            return by_rows(lambda n, d, l, a: final_state(
+                self.atom_lstm, self.entry_vectors(n, d, l, a), l), numbers, distances,
+                lengths, angles)
         if kernel_applies(self.atom_lstm, distances):
             with torch.autocast(distances.device.type, enabled=False):  # float32 table
                 vectors = self.element_vectors()
@@ -399,7 +433,8 @@ def predict_batch(
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
     core = getattr(model, "module", model)  # unwrap DDP / compiled wrappers
     core = getattr(core, "_orig_mod", core)
-    dataset = StructureDataset(featurized, neighbour_rows=core.config.rounds > 1)
+    dataset = StructureDataset(featurized, neighbour_rows=core.config.rounds > 1,
+                               angle_bins=core.config.angle_bins)
     return predict_dataset(
         model, dataset, np.arange(len(dataset)), tta=tta, batch_size=batch_size, device=device
     )

@@ -86,7 +86,7 @@ def group_rows(key: np.ndarray, atom_ptr: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def shared_rows(
     numbers: np.ndarray, distances: np.ndarray, lengths: np.ndarray, atom_ptr: np.ndarray,
-    *, compiled: bool = True,
+    *, compiled: bool = True, extra: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Group each structure's atoms by identical 20-entry lists (round-1 rows).
 
@@ -97,9 +97,22 @@ def shared_rows(
         atom_ptr: (S+1,) int64 atom offsets.
         compiled: use the compiled core's grouping (``cpp/fastgap_rows.hpp``, the same result,
             tested against this module's NumPy path) when it is built.
+        extra: (A, ...) float per-atom values that must also agree (rounded to
+            ``SHARE_TOL``), e.g. the angle signatures; None = the lists alone.
 
     Returns ``(is_rep, slot)`` as ``group_rows``.
     """
+    if extra is not None:  # the lists' key plus a hash of the rounded extra values
+        counts = np.diff(atom_ptr)
+        struct_of_atom = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        flat = np.asarray(extra).reshape(len(extra), -1)
+        hashes = np.concatenate([  # in blocks: the rounded values of all atoms at once are big
+            _hash_rows(np.rint(flat[i:i + 65536].astype(np.float64) / SHARE_TOL).astype(np.int64))
+            for i in range(0, len(flat), 65536)
+        ] or [np.zeros(0, dtype=np.uint64)])
+        key = _list_key(numbers, distances, lengths, struct_of_atom)
+        return group_rows(np.concatenate([key, hashes.view(np.int64)[:, None]], axis=1),
+                          atom_ptr)
     core = core_function("group_lists") if compiled else None
     if core is not None:
         return core(np.ascontiguousarray(numbers, dtype=np.int64),

@@ -83,7 +83,7 @@ def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool, bat
     (`fastgap.inference.predict_members`); ``calibrated`` applies ``bundle.std_scale``.
     """
     from fastgap.data import StructureDataset
-    from fastgap.inference import order_free, predict_members
+    from fastgap.inference import angle_bins_of, order_free, predict_members
 
     n = batch.n_structures
     members = bundle.members

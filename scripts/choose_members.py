@@ -66,7 +66,7 @@ def member_predictions(paths: Sequence[str], target: str, batch, tta: bool) -> n
     """(M, S) float64 predictions of ``target`` by each checkpoint / run directory."""
     from fastgap.data import StructureDataset
     from fastgap.ensemble import load_bundle
-    from fastgap.inference import predict_members
+    from fastgap.inference import angle_bins_of, predict_members
 
     members = []
     for path in paths:
@@ -75,7 +75,9 @@ def member_predictions(paths: Sequence[str], target: str, batch, tta: bool) -> n
             raise ValueError(f"{path}: expected one model predicting {target!r}, found "
                              f"{len(found)}")
         members.append(found[0])
-    outs = predict_members([m.model for m in members], StructureDataset(batch), tta=tta)
+    models = [m.model for m in members]
+    dataset = StructureDataset(batch, angle_bins=angle_bins_of(models))
+    outs = predict_members(models, dataset, tta=tta)
     return np.stack([o[:, m.targets.index(target)] for m, o in zip(members, outs)])
 
 

@@ -96,7 +96,7 @@ def apply_elsewhere(runs: list[Path], store: str, split_file: Path,
 
     from fastgap.checkpoint import load_model
     from fastgap.data import StructureDataset
-    from fastgap.inference import predict_members
+    from fastgap.inference import angle_bins_of, predict_members
     from fastgap.store import Store
 
     data = Store.open(store).load()
@@ -112,7 +112,7 @@ def apply_elsewhere(runs: list[Path], store: str, split_file: Path,
         columns.append(meta["targets"].index(target))
     split = json.loads(split_file.read_text())
     where = {i: n for n, i in enumerate(data.ids.astype(str))}
-    dataset = StructureDataset(data)
+    dataset = StructureDataset(data, angle_bins=angle_bins_of(models))
     truth = np.asarray(data.properties[target], dtype=np.float64)
     out: dict[str, Any] = {"single": {}, "ensemble": {}, "n": {}}
     for part in ("val", "test"):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from fastgap.bundle_card import pack_bundle
@@ -16,6 +17,7 @@ from fastgap.ensemble import load_bundle
 from fastgap.features import FeaturizerConfig, featurize_structures
 from fastgap.model import ModelConfig
 from fastgap.readers import read_structures
+from fastgap.structures import Structure, make_structure
 from fastgap.train import TrainConfig, train
 
 DATA = Path(__file__).parent / "data" / "predict"
@@ -69,3 +71,21 @@ def learning_history() -> Callable[[Path], list[dict]]:
         return [{k: v for k, v in h.items() if k not in ("train_s", "val_s")} for h in hist]
 
     return read
+
+
+@pytest.fixture(scope="session")
+def crystals() -> list[Structure]:
+    """Rock salt (8-atom cubic cell), fcc Cu (1 atom; its 19th neighbour in a shell of 24)
+    and a 3-atom triclinic cell: crystals whose equivalent descriptions tests compare."""
+    rocksalt = make_structure(
+        "nacl", np.eye(3) * 5.64,
+        [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
+         [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.5, 0.5, 0.5]],
+        [11, 11, 11, 11, 17, 17, 17, 17],
+    )  # fmt: skip
+    fcc = make_structure("cu", (np.ones((3, 3)) - np.eye(3)) * 1.805, [[0, 0, 0]], [29])
+    tric = make_structure(
+        "tric", [[4.1, 0.0, 0.0], [0.9, 3.7, 0.0], [0.4, 0.7, 5.2]],
+        [[0.1, 0.2, 0.3], [0.6, 0.55, 0.8], [0.35, 0.9, 0.05]], [8, 22, 8],
+    )  # fmt: skip
+    return [rocksalt, fcc, tric]

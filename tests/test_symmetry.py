@@ -18,21 +18,6 @@ from fastgap.symmetry import (
 )
 
 
-def _crystals() -> list[Structure]:
-    rocksalt = make_structure(
-        "nacl", np.eye(3) * 5.64,
-        [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
-         [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.5, 0.5, 0.5]],
-        [11, 11, 11, 11, 17, 17, 17, 17],
-    )  # fmt: skip
-    fcc = make_structure("cu", (np.ones((3, 3)) - np.eye(3)) * 1.805, [[0, 0, 0]], [29])
-    tric = make_structure(
-        "tric", [[4.1, 0.0, 0.0], [0.9, 3.7, 0.0], [0.4, 0.7, 5.2]],
-        [[0.1, 0.2, 0.3], [0.6, 0.55, 0.8], [0.35, 0.9, 0.05]], [8, 22, 8],
-    )  # fmt: skip
-    return [rocksalt, fcc, tric]
-
-
 def _signature(s: Structure, repeat: int = 1) -> np.ndarray:
     """(N*repeat, 1 + 2k) rows (centre Z, neighbour Z..., distances...) sorted."""
     nl = neighbor_lists(s.lattice, s.frac_coords, s.numbers, k=19, backend="reference")
@@ -44,9 +29,9 @@ def _signature(s: Structure, repeat: int = 1) -> np.ndarray:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_transform_keeps_neighbour_sequences(family: str) -> None:
+def test_transform_keeps_neighbour_sequences(crystals, family: str) -> None:
     rng = np.random.default_rng(3)
-    for s in _crystals():
+    for s in crystals:
         t = transform(s, family, rng)
         repeat = {"supercell_221": 4, "supercell_222": 8}.get(family, 1)
         assert t.n_atoms == s.n_atoms * repeat
@@ -56,23 +41,23 @@ def test_transform_keeps_neighbour_sequences(family: str) -> None:
         assert vol == pytest.approx(abs(np.linalg.det(s.lattice)) / s.n_atoms, rel=1e-9)
 
 
-def test_signature_detects_a_different_crystal() -> None:
-    s = _crystals()[2]
+def test_signature_detects_a_different_crystal(crystals) -> None:
+    s = crystals[2]
     strained = make_structure("x", s.lattice * 1.01, s.frac_coords, s.numbers)
     assert not np.allclose(_signature(s), _signature(strained), rtol=0, atol=2e-6)
 
 
-def test_transforms_change_the_description() -> None:
+def test_transforms_change_the_description(crystals) -> None:
     rng = np.random.default_rng(0)
-    s = _crystals()[2]
+    s = crystals[2]
     for family in ("axis_swap", "origin_shift", "rotation", "cell_choice"):
         t = transform(s, family, rng)
         assert not (np.allclose(t.lattice, s.lattice) and np.allclose(t.frac_coords,
                                                                       s.frac_coords))
 
 
-def test_transform_rejects_bad_input() -> None:
-    s = _crystals()[0]
+def test_transform_rejects_bad_input(crystals) -> None:
+    s = crystals[0]
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="family: expected one of"):
         transform(s, "mirror", rng)
@@ -92,8 +77,7 @@ def test_config_validation() -> None:
         SymmetryConfig(n_variants=0)
 
 
-def test_make_variants_counts_and_owners() -> None:
-    crystals = _crystals()
+def test_make_variants_counts_and_owners(crystals) -> None:
     var = make_variants(crystals, "origin_shift", 3, np.random.default_rng(0))
     assert len(var.structures) == 3 + 3 * 3
     assert var.owner == [0, 1, 2] + [0] * 3 + [1] * 3 + [2] * 3
@@ -109,7 +93,7 @@ def test_spread_is_population_std_per_owner() -> None:
     np.testing.assert_allclose(out[:, 0], [np.std([1.0, 3.0, 2.0]), 0.0], rtol=1e-12)
 
 
-def test_symmetry_spread_rows_with_a_tiny_model() -> None:
+def test_symmetry_spread_rows_with_a_tiny_model(crystals) -> None:
     import torch
 
     from fastgap.features import FeaturizerConfig
@@ -119,7 +103,7 @@ def test_symmetry_spread_rows_with_a_tiny_model() -> None:
     model = FastGapModel(ModelConfig(embed_dim=4, atom_hidden=4, struct_hidden=4,
                                      head_sizes=(4,)))
     cfg = SymmetryConfig(families=("rotation", "origin_shift"), n_variants=2)
-    rows = symmetry_spread(model, _crystals(), ["gap"], FeaturizerConfig(backend="reference"),
+    rows = symmetry_spread(model, crystals, ["gap"], FeaturizerConfig(backend="reference"),
                            cfg)
     assert [(r["family"], r["tta"]) for r in rows] == [
         ("rotation", False), ("rotation", True), ("origin_shift", False), ("origin_shift", True)

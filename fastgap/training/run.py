@@ -43,7 +43,8 @@ def prepare_data(config: TrainConfig, featurized: FeaturizedBatch) -> tuple[Stru
     keep = select_structures(columns, config.where, zmax, config.max_z)
     # round-2 rows only for a model that reads them (the same numbers without, faster)
     dataset = StructureDataset(featurized, config.targets, derived,
-                               neighbour_rows=config.model.rounds > 1)
+                               neighbour_rows=config.model.rounds > 1,
+                               angle_bins=config.model.angle_bins)
     for j, target in enumerate(config.targets):  # per-target filters: value -> missing
         if target in config.target_where:
             ok = select_structures(columns, config.target_where[target], zmax, None)

@@ -1,0 +1,194 @@
+"""Bond-angle features of every neighbour-list entry (``ModelConfig.angle_bins``).
+
+The design's entries carry (element, distance) only: an atom's list says how far its
+neighbours are, not how they sit around it. This module gives every entry j of atom i's
+list a fixed-length angular signature, the distribution of the angles j-i-m over the other
+atoms m of the list's shell:
+
+    a_j[b] = log(1 + sum_m w_m * exp(-((cos(theta_jim) - c_b) / s)^2)),
+    w_m = (d_1 / d_m)^2,  c_b = -1 + 2 b / (B - 1),  s = 2 / (B - 1),
+
+with d_1 the nearest-neighbour distance of atom i and B = ``bins``. The centre entry
+(column 0) is all zeros.
+
+The shell of atom i is every atom (with its periodic images) at a distance up to the last
+entry of i's list plus ``SHELL_TOL``: when the 19th neighbour falls inside a shell of equal
+distances (fcc: 24 atoms at the third distance), the whole shell is used, not the part of
+it that the list's tie-break kept, so the signatures do not depend on that tie-break.
+The list is recomputed (same contract order) with a larger k. Inside a run of it (consecutive
+entries of one element whose distances step by at most ``SHELL_TOL``, which holds every tie
+group, whose members the list orders by atom index), the entries are re-sorted by their
+signatures (lexicographically, rounded to ``SORT_STEP``); a run that the list cuts at its
+last entry is sorted whole, over the shell, and its first entries are kept. The result does
+not depend on atom order, origin, orientation or supercell (tested), and
+symmetry-equivalent atoms get equal rows.
+
+The shells come from the neighbour-list core (``fastgap.neighbors``) with a larger k; the
+signatures from a Numba kernel, parallel across structures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numba import njit, prange
+
+from fastgap.neighbors import neighbor_lists_batch
+
+if TYPE_CHECKING:
+    from fastgap.features import FeaturizedBatch
+
+SHELL_TOL = 2e-4  # Å: shell and tie-group tolerance against the stored (float64) distances
+SORT_STEP = 1e-4  # signatures inside a tie group are ordered after rounding to this step
+_FIRST_K = 48  # neighbours asked for first; doubled for structures whose shell is not closed
+_MAX_K = 3072
+_MATCH_TOL = 1e-3  # Å: stored and recomputed list distances (float32 coordinates) agree to this
+_MISMATCH = "its stored neighbour lists do not match its coordinates; re-featurize the structures"
+
+
+@njit(cache=True)
+def _signatures(vec: np.ndarray, dist: np.ndarray, n: int, bins: int) -> np.ndarray:
+    """(n, bins) signatures of the first n shell atoms (vectors (n, 3) Å, distances (n,))."""
+    out = np.zeros((n, bins))
+    if n == 0:
+        return out
+    width = 2.0 / (bins - 1)
+    d1 = dist[0]
+    for j in range(n):
+        for m in range(n):
+            if m == j:
+                continue
+            cos = (vec[j, 0] * vec[m, 0] + vec[j, 1] * vec[m, 1]
+                   + vec[j, 2] * vec[m, 2]) / (dist[j] * dist[m])
+            w = (d1 / dist[m]) ** 2
+            for b in range(bins):
+                z = (cos - (-1.0 + width * b)) / width
+                out[j, b] += w * np.exp(-z * z)
+    for j in range(n):
+        for b in range(bins):
+            out[j, b] = np.log1p(out[j, b])
+    return out
+
+
+@njit(cache=True)
+def _less(sig: np.ndarray, p: int, q: int) -> bool:
+    """Lexicographic order of signature rows p and q after rounding to SORT_STEP."""
+    for b in range(sig.shape[1]):
+        a = np.rint(sig[p, b] / SORT_STEP)
+        c = np.rint(sig[q, b] / SORT_STEP)
+        if a != c:
+            return a < c
+    return False
+
+
+@njit(cache=True)
+def _atom(i, s, lattices, frac, ptr, big_n, big_d, big_j, big_img, big_count,
+          nbr_numbers, nbr_distances, nbr_counts, bins, out):
+    """Fill ``out[i]`` (1 + k, bins) from atom i's recomputed list (``big_*``, contract
+    order); return 0, or 1 if that list has fewer shell atoms than the stored one."""
+    count = nbr_counts[i]
+    if count == 0:
+        return 0
+    last = nbr_distances[i, count - 1] + SHELL_TOL
+    n = 0
+    while n < big_count[i] and big_d[i, n] <= last:
+        n += 1
+    vec = np.empty((n, 3))
+    a0 = ptr[s]
+    for m in range(n):
+        j = a0 + big_j[i, m]
+        f0 = frac[j, 0] + big_img[i, m, 0] - frac[i, 0]
+        f1 = frac[j, 1] + big_img[i, m, 1] - frac[i, 1]
+        f2 = frac[j, 2] + big_img[i, m, 2] - frac[i, 2]
+        for ax in range(3):
+            vec[m, ax] = f0 * lattices[s, 0, ax] + f1 * lattices[s, 1, ax] + f2 * lattices[s, 2, ax]
+    sig = _signatures(vec, big_d[i], n, bins)
+    if n < count:
+        return 1
+    order = np.arange(n)
+    p = 0
+    while p < count:
+        q = p + 1  # a run: entries p..q-1 of one element at chained distances
+        while q < n and big_n[i, q] == big_n[i, p] and big_d[i, q] - big_d[i, q - 1] <= SHELL_TOL:
+            q += 1
+        for x in range(p + 1, q):  # insertion sort of the run by signature
+            y = x
+            while y > p and _less(sig, order[y], order[y - 1]):
+                order[y], order[y - 1] = order[y - 1], order[y]
+                y -= 1
+        p = q
+    for p in range(count):
+        for b in range(bins):
+            out[i, 1 + p, b] = sig[order[p], b]
+    return 0
+
+
+@njit(parallel=True, cache=True)
+def _fill(lattices, frac, ptr, big_n, big_d, big_j, big_img, big_count,
+          nbr_numbers, nbr_distances, nbr_counts, bins, out, status):
+    for s in prange(len(ptr) - 1):
+        for i in range(ptr[s], ptr[s + 1]):
+            status[s] |= _atom(i, s, lattices, frac, ptr, big_n, big_d, big_j, big_img,
+                               big_count, nbr_numbers, nbr_distances, nbr_counts, bins, out)
+
+
+def entry_angles(featurized: FeaturizedBatch, bins: int, *, num_threads: int = 0) -> np.ndarray:
+    """(A, 1 + k, bins) float32 angle signatures of every entry (module doc), column 0 zero.
+
+    Args:
+        featurized: structures with their stored lists (``nbr_numbers``, ``nbr_distances``,
+            ``nbr_counts``); the shells are recomputed from ``lattice`` / ``frac_coords``.
+        bins: Gaussians over cos(angle) in [-1, 1], >= 2.
+        num_threads: neighbour-list threads, 0 = all.
+
+    Raises:
+        ValueError: ``bins`` < 2, or a stored list that its structure's coordinates do not
+            give (a store written from other coordinates), naming the structure.
+    """
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
+        raise ValueError(f"bins: expected an integer >= 2, got {bins!r}")
+    ptr = np.asarray(featurized.atom_ptr, dtype=np.int64)
+    n_atoms, k = featurized.nbr_numbers.shape
+    out = np.zeros((n_atoms, 1 + k, int(bins)), dtype=np.float64)
+    nbr_n = np.asarray(featurized.nbr_numbers, dtype=np.int64)
+    nbr_d = np.asarray(featurized.nbr_distances, dtype=np.float64)
+    nbr_c = np.asarray(featurized.nbr_counts, dtype=np.int64)
+    pending = np.flatnonzero(np.diff(ptr) > 0)
+    big_k = _FIRST_K
+    while len(pending):
+        atoms = np.concatenate([np.arange(ptr[s], ptr[s + 1]) for s in pending])
+        sub_ptr = np.concatenate([[0], np.cumsum(np.diff(ptr)[pending])])
+        frac = np.asarray(featurized.frac_coords, dtype=np.float64)[atoms]
+        lattices = np.asarray(featurized.lattice, dtype=np.float64)[pending]
+        lists = neighbor_lists_batch(
+            lattices, frac, np.asarray(featurized.numbers, dtype=np.int64)[atoms], sub_ptr,
+            k=big_k, pbc=np.asarray(featurized.pbc, dtype=bool)[pending],
+            num_threads=num_threads,
+        )  # fmt: skip
+        c = nbr_c[atoms]
+        valid = np.arange(k)[None, :] < c[:, None]
+        off = valid & ~(np.abs(lists.distances[:, :k] - nbr_d[atoms]) <= _MATCH_TOL)
+        if off.any():
+            s = int(pending[np.searchsorted(sub_ptr, np.flatnonzero(off.any(axis=1))[0], "right") - 1])
+            raise ValueError(f"structure {s} ({featurized.ids[s]}): {_MISMATCH}")
+        last = np.where(c > 0, nbr_d[atoms, np.maximum(c - 1, 0)], -np.inf) + SHELL_TOL
+        closed_atom = (lists.counts < big_k) | (lists.distances[:, -1] > last)
+        closed = np.logical_and.reduceat(closed_atom, sub_ptr[:-1])  # (len(pending),)
+        if big_k >= _MAX_K:
+            closed[:] = True  # a shell this large: the first _MAX_K atoms of it are used
+        sub_out = np.zeros((len(atoms), 1 + k, int(bins)))
+        status = np.zeros(len(pending), dtype=np.int64)
+        _fill(lattices, frac, sub_ptr, lists.numbers.astype(np.int64), lists.distances,
+              lists.indices.astype(np.int64), lists.images.astype(np.int64),
+              lists.counts.astype(np.int64), nbr_n[atoms], nbr_d[atoms], c, int(bins),
+              sub_out, status)
+        bad = np.flatnonzero(closed & (status != 0))
+        if len(bad):
+            s = int(pending[bad[0]])
+            raise ValueError(f"structure {s} ({featurized.ids[s]}): {_MISMATCH}")
+        done = np.repeat(closed, np.diff(sub_ptr))
+        out[atoms[done]] = sub_out[done]
+        pending = pending[~closed]
+        big_k *= 2
+    return out.astype(np.float32)
