@@ -48,23 +48,40 @@ _MISMATCH = "its stored neighbour lists do not match its coordinates; re-featuri
 
 
 @njit(cache=True)
+def _gaussians(cos: float, bins: int, steps: np.ndarray, g: np.ndarray) -> None:
+    """g[b] = exp(-((cos - c_b) / s)^2) for every bin b, from two exps: with z = (cos + 1) / s
+    and b0 the bin nearest z, g[b0 +- (t + 1)] = g[b0 +- t] * e^(+-1) * steps[t], where
+    e = exp(2 (z - b0)) and steps[t] = exp(-2 t - 1)."""
+    z = (cos + 1.0) * (bins - 1) / 2.0
+    b0 = min(max(int(np.rint(z)), 0), bins - 1)
+    g[b0] = np.exp(-(z - b0) ** 2)
+    e = np.exp(2.0 * (z - b0))
+    for t in range(bins - 1 - b0):
+        g[b0 + t + 1] = g[b0 + t] * e * steps[t]
+    inv = 1.0 / e
+    for t in range(b0):
+        g[b0 - t - 1] = g[b0 - t] * inv * steps[t]
+
+
+@njit(cache=True)
 def _signatures(vec: np.ndarray, dist: np.ndarray, n: int, bins: int) -> np.ndarray:
     """(n, bins) signatures of the first n shell atoms (vectors (n, 3) Å, distances (n,))."""
     out = np.zeros((n, bins))
     if n == 0:
         return out
-    width = 2.0 / (bins - 1)
+    steps = np.exp(-2.0 * np.arange(bins) - 1.0)
+    g = np.empty(bins)
     d1 = dist[0]
     for j in range(n):
-        for m in range(n):
-            if m == j:
-                continue
+        for m in range(j + 1, n):  # each pair once: it adds to both of its atoms
             cos = (vec[j, 0] * vec[m, 0] + vec[j, 1] * vec[m, 1]
                    + vec[j, 2] * vec[m, 2]) / (dist[j] * dist[m])
-            w = (d1 / dist[m]) ** 2
+            _gaussians(min(max(cos, -1.0), 1.0), bins, steps, g)
+            wm = (d1 / dist[m]) ** 2
+            wj = (d1 / dist[j]) ** 2
             for b in range(bins):
-                z = (cos - (-1.0 + width * b)) / width
-                out[j, b] += w * np.exp(-z * z)
+                out[j, b] += wm * g[b]
+                out[m, b] += wj * g[b]
     for j in range(n):
         for b in range(bins):
             out[j, b] = np.log1p(out[j, b])
@@ -149,46 +166,61 @@ def entry_angles(featurized: FeaturizedBatch, bins: int, *, num_threads: int = 0
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
         raise ValueError(f"bins: expected an integer >= 2, got {bins!r}")
     ptr = np.asarray(featurized.atom_ptr, dtype=np.int64)
-    n_atoms, k = featurized.nbr_numbers.shape
-    out = np.zeros((n_atoms, 1 + k, int(bins)), dtype=np.float64)
-    nbr_n = np.asarray(featurized.nbr_numbers, dtype=np.int64)
-    nbr_d = np.asarray(featurized.nbr_distances, dtype=np.float64)
-    nbr_c = np.asarray(featurized.nbr_counts, dtype=np.int64)
     pending = np.flatnonzero(np.diff(ptr) > 0)
-    big_k = _FIRST_K
-    while len(pending):
-        atoms = np.concatenate([np.arange(ptr[s], ptr[s + 1]) for s in pending])
-        sub_ptr = np.concatenate([[0], np.cumsum(np.diff(ptr)[pending])])
-        frac = np.asarray(featurized.frac_coords, dtype=np.float64)[atoms]
-        lattices = np.asarray(featurized.lattice, dtype=np.float64)[pending]
-        lists = neighbor_lists_batch(
-            lattices, frac, np.asarray(featurized.numbers, dtype=np.int64)[atoms], sub_ptr,
-            k=big_k, pbc=np.asarray(featurized.pbc, dtype=bool)[pending],
-            num_threads=num_threads,
-        )  # fmt: skip
-        c = nbr_c[atoms]
-        valid = np.arange(k)[None, :] < c[:, None]
-        off = valid & ~(np.abs(lists.distances[:, :k] - nbr_d[atoms]) <= _MATCH_TOL)
-        if off.any():
-            s = int(pending[np.searchsorted(sub_ptr, np.flatnonzero(off.any(axis=1))[0], "right") - 1])
-            raise ValueError(f"structure {s} ({featurized.ids[s]}): {_MISMATCH}")
-        last = np.where(c > 0, nbr_d[atoms, np.maximum(c - 1, 0)], -np.inf) + SHELL_TOL
-        closed_atom = (lists.counts < big_k) | (lists.distances[:, -1] > last)
-        closed = np.logical_and.reduceat(closed_atom, sub_ptr[:-1])  # (len(pending),)
-        if big_k >= _MAX_K:
-            closed[:] = True  # a shell this large: the first _MAX_K atoms of it are used
-        sub_out = np.zeros((len(atoms), 1 + k, int(bins)))
-        status = np.zeros(len(pending), dtype=np.int64)
-        _fill(lattices, frac, sub_ptr, lists.numbers.astype(np.int64), lists.distances,
-              lists.indices.astype(np.int64), lists.images.astype(np.int64),
-              lists.counts.astype(np.int64), nbr_n[atoms], nbr_d[atoms], c, int(bins),
-              sub_out, status)
-        bad = np.flatnonzero(closed & (status != 0))
-        if len(bad):
-            s = int(pending[bad[0]])
-            raise ValueError(f"structure {s} ({featurized.ids[s]}): {_MISMATCH}")
-        done = np.repeat(closed, np.diff(sub_ptr))
+    if not len(pending):
+        return np.zeros((featurized.n_atoms, 1 + featurized.k, int(bins)), dtype=np.float32)
+    _, out, closed = _shells(featurized, pending, _FIRST_K, int(bins), num_threads)  # all atoms
+    pending, big_k = pending[~closed], 2 * _FIRST_K
+    while len(pending):  # structures whose shells a list of big_k neighbours does not close
+        atoms, sub_out, closed = _shells(featurized, pending, big_k, int(bins), num_threads)
+        done = np.repeat(closed, np.diff(ptr)[pending])
         out[atoms[done]] = sub_out[done]
         pending = pending[~closed]
         big_k *= 2
-    return out.astype(np.float32)
+    return out
+
+
+def _shells(featurized: FeaturizedBatch, structures: np.ndarray, big_k: int, bins: int,
+            num_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over ``structures`` with lists of ``big_k`` neighbours.
+
+    Returns their atoms (A', ) int64, the signatures (A', 1 + k, bins) float32 and (S',) bool
+    whether each structure's shells were closed (its signatures are final).
+    """
+    ptr = np.asarray(featurized.atom_ptr, dtype=np.int64)
+    counts = np.diff(ptr)[structures]
+    atoms = np.repeat(ptr[structures] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    sub_ptr = np.concatenate([[0], np.cumsum(counts)])
+    frac = np.asarray(featurized.frac_coords, dtype=np.float64)[atoms]
+    lattices = np.asarray(featurized.lattice, dtype=np.float64)[structures]
+    lists = neighbor_lists_batch(
+        lattices, frac, np.asarray(featurized.numbers)[atoms], sub_ptr, k=big_k,
+        pbc=np.asarray(featurized.pbc, dtype=bool)[structures], num_threads=num_threads,
+    )  # fmt: skip
+    k = featurized.k
+    nbr_d = np.asarray(featurized.nbr_distances)[atoms]
+    c = np.asarray(featurized.nbr_counts, dtype=np.int64)[atoms]
+    off = (np.arange(k)[None, :] < c[:, None]) & ~(np.abs(lists.distances[:, :k] - nbr_d)
+                                                   <= _MATCH_TOL)
+    if off.any():
+        _mismatch(featurized, structures, sub_ptr, int(np.flatnonzero(off.any(axis=1))[0]))
+    last = np.where(c > 0, nbr_d[np.arange(len(c)), np.maximum(c - 1, 0)], -np.inf) + SHELL_TOL
+    closed_atom = (lists.counts < big_k) | (lists.distances[:, -1] > last)
+    closed = np.logical_and.reduceat(closed_atom, sub_ptr[:-1])  # (S',)
+    if big_k >= _MAX_K:
+        closed[:] = True  # a shell this large: the first _MAX_K atoms of it are used
+    sub_out = np.zeros((len(atoms), 1 + k, bins), dtype=np.float32)
+    status = np.zeros(len(structures), dtype=np.int64)
+    _fill(lattices, frac, sub_ptr, lists.numbers, lists.distances, lists.indices, lists.images,
+          lists.counts, np.asarray(featurized.nbr_numbers)[atoms], nbr_d, c, bins, sub_out,
+          status)
+    bad = np.flatnonzero(closed & (status != 0))
+    if len(bad):
+        _mismatch(featurized, structures, sub_ptr, int(sub_ptr[bad[0]]))
+    return atoms, sub_out, closed
+
+
+def _mismatch(featurized: FeaturizedBatch, structures: np.ndarray, sub_ptr: np.ndarray,
+              atom: int) -> None:
+    s = int(structures[np.searchsorted(sub_ptr, atom, side="right") - 1])
+    raise ValueError(f"structure {s} ({featurized.ids[s]}): {_MISMATCH}")
