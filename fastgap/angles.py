@@ -24,15 +24,17 @@ not depend on atom order, origin, orientation or supercell (tested), and
 symmetry-equivalent atoms get equal rows.
 
 The shells come from the neighbour-list core (``fastgap.neighbors``) with a larger k; the
-signatures from a Numba kernel, parallel across structures.
+signatures from a Numba kernel, run on Python threads over ranges of structures.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from fastgap.neighbors import neighbor_lists_batch
 
@@ -141,13 +143,28 @@ def _atom(i, s, lattices, frac, ptr, big_n, big_d, big_j, big_img, big_count,
     return 0
 
 
-@njit(parallel=True, cache=True)
-def _fill(lattices, frac, ptr, big_n, big_d, big_j, big_img, big_count,
+@njit(nogil=True, cache=True)
+def _fill(first, stop, lattices, frac, ptr, big_n, big_d, big_j, big_img, big_count,
           nbr_numbers, nbr_distances, nbr_counts, bins, out, status):
-    for s in prange(len(ptr) - 1):
+    """Structures first..stop-1; without the GIL, so threads can run disjoint ranges."""
+    for s in range(first, stop):
         for i in range(ptr[s], ptr[s + 1]):
             status[s] |= _atom(i, s, lattices, frac, ptr, big_n, big_d, big_j, big_img,
                                big_count, nbr_numbers, nbr_distances, nbr_counts, bins, out)
+
+
+def _in_threads(n_structures: int, ptr: np.ndarray, num_threads: int, run) -> None:
+    """``run(first, stop)`` over ranges of about equal atom counts, on ``num_threads``
+    threads (0 = all cores). Python threads, not a Numba thread pool: those spin-wait
+    beside torch's threads in a training process."""
+    threads = num_threads or os.cpu_count() or 1
+    if threads == 1 or n_structures < 2:
+        run(0, n_structures)
+        return
+    bounds = np.searchsorted(ptr, np.linspace(0, ptr[-1], 4 * threads + 1)[1:-1])
+    edges = np.unique(np.concatenate([[0], bounds, [n_structures]]))
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda k: run(int(edges[k]), int(edges[k + 1])), range(len(edges) - 1)))
 
 
 def entry_angles(featurized: FeaturizedBatch, bins: int, *, num_threads: int = 0) -> np.ndarray:
@@ -157,7 +174,7 @@ def entry_angles(featurized: FeaturizedBatch, bins: int, *, num_threads: int = 0
         featurized: structures with their stored lists (``nbr_numbers``, ``nbr_distances``,
             ``nbr_counts``); the shells are recomputed from ``lattice`` / ``frac_coords``.
         bins: Gaussians over cos(angle) in [-1, 1], >= 2.
-        num_threads: neighbour-list threads, 0 = all.
+        num_threads: threads for the neighbour lists and the signatures, 0 = all cores.
 
     Raises:
         ValueError: ``bins`` < 2, or a stored list that its structure's coordinates do not
@@ -211,9 +228,10 @@ def _shells(featurized: FeaturizedBatch, structures: np.ndarray, big_k: int, bin
         closed[:] = True  # a shell this large: the first _MAX_K atoms of it are used
     sub_out = np.zeros((len(atoms), 1 + k, bins), dtype=np.float32)
     status = np.zeros(len(structures), dtype=np.int64)
-    _fill(lattices, frac, sub_ptr, lists.numbers, lists.distances, lists.indices, lists.images,
-          lists.counts, np.asarray(featurized.nbr_numbers)[atoms], nbr_d, c, bins, sub_out,
-          status)
+    nbr_n = np.asarray(featurized.nbr_numbers)[atoms]
+    _in_threads(len(structures), sub_ptr, num_threads, lambda a, b: _fill(
+        a, b, lattices, frac, sub_ptr, lists.numbers, lists.distances, lists.indices,
+        lists.images, lists.counts, nbr_n, nbr_d, c, bins, sub_out, status))
     bad = np.flatnonzero(closed & (status != 0))
     if len(bad):
         _mismatch(featurized, structures, sub_ptr, int(sub_ptr[bad[0]]))
