@@ -298,15 +298,19 @@ class FastGapModel(nn.Module):
     def _round1(self, numbers: torch.Tensor, distances: torch.Tensor,
                 lengths: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:
         """(N, L) numbers, (N, L) Å, (N,) lengths [, (N, L, B) angles] -> (N, D) the
-        per-atom LSTM's vectors: all rows at once in the compiled core (without angles),
-        else torch's LSTM by row chunks."""
-        if angles is not None:
-            return by_rows(lambda n, d, l, a: final_state(
-                self.atom_lstm, self.entry_vectors(n, d, l, a), l), numbers, distances,
-                lengths, angles)
+        per-atom LSTM's vectors: all rows at once in the compiled core, else torch's LSTM
+        by row chunks."""
         if kernel_applies(self.atom_lstm, distances):
             with torch.autocast(distances.device.type, enabled=False):  # float32 table
                 vectors = self.element_vectors()
+                if angles is not None:  # the angles (and Gaussians) as the core's dense input
+                    numbers, enc = self.entry_parts(numbers, distances.float(), lengths)
+                    dense = torch.where((numbers > 0).unsqueeze(-1), angles.float(), 0.0)
+                    if self.config.distance_encoding == "inverse":
+                        return fused_final_state(self.atom_lstm, vectors, numbers, lengths,
+                                                 scale=enc[..., 0], dense=dense)
+                    return fused_final_state(self.atom_lstm, vectors, numbers, lengths,
+                                             dense=torch.cat([enc.float(), dense], dim=-1))
                 if self.config.distance_encoding == "inverse":
                     numbers, enc = self.entry_parts(numbers, distances.float(), lengths)
                     return fused_final_state(self.atom_lstm, vectors, numbers, lengths,
@@ -317,12 +321,13 @@ class FastGapModel(nn.Module):
             return fused_final_state(self.atom_lstm, vectors, numbers, lengths,
                                      gaussians=gaussians)
 
-        def chunk(numbers: torch.Tensor, distances: torch.Tensor,
-                  lengths: torch.Tensor) -> torch.Tensor:
-            x = self.entry_vectors(numbers, distances, lengths)
+        def chunk(numbers: torch.Tensor, distances: torch.Tensor, lengths: torch.Tensor,
+                  *angles: torch.Tensor) -> torch.Tensor:
+            x = self.entry_vectors(numbers, distances, lengths, *angles)
             return final_state(self.atom_lstm, x, lengths)
 
-        return by_rows(chunk, numbers, distances, lengths)
+        return by_rows(chunk, numbers, distances, lengths,
+                       *(() if angles is None else (angles,)))
 
     def sequence_vectors(self, atoms: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Pool atom vectors (N, D) along each sequence -> (Q, D')."""

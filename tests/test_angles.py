@@ -183,3 +183,22 @@ def test_gradients_stay_in_their_structure_and_save_load_round_trips(crystals, t
     loaded, meta = load_model(path, featurizer={"k": 19})
     assert meta["model_config"]["angle_bins"] == BINS
     np.testing.assert_array_equal(predict_batch(loaded, batch), predict_batch(model, batch))
+
+
+@pytest.mark.parametrize("encoding", ["inverse", "rbf"])
+def test_the_compiled_lstm_core_reads_the_angles_as_torch_does(crystals, encoding: str,
+                                                               monkeypatch) -> None:
+    from fastgap.lstm_rows import KERNEL_ENV, kernel_applies
+    from fastgap.model import predict_batch
+
+    batch = _angle_data(crystals)
+    torch.manual_seed(2)
+    model = FastGapModel(ModelConfig(**TINY, angle_bins=BINS, distance_encoding=encoding,
+                                     pooling="attention")).eval()
+    with torch.no_grad():
+        applies = kernel_applies(model.atom_lstm, torch.zeros(1))
+    if not applies:
+        pytest.skip("the compiled LSTM core has no vector code for this CPU")
+    core = predict_batch(model, batch)
+    monkeypatch.setenv(KERNEL_ENV, "0")
+    np.testing.assert_allclose(core, predict_batch(model, batch), rtol=0, atol=2e-5)
