@@ -91,7 +91,8 @@ def predict_featurized(bundle: Bundle, batch: FeaturizedBatch, *, tta: bool, bat
     # axis-swap orders only if some member's pooling reads the atoms in order
     dataset = StructureDataset(batch,
                                neighbour_rows=bundle.reads_nbr_indices,
-                               orders=not all(order_free(m.model) for m in members))
+                               orders=not all(order_free(m.model) for m in members),
+                               angle_bins=angle_bins_of([m.model for m in members]))
     outs = predict_members([m.model for m in members], dataset, tta=tta,
                            batch_size=batch_size, precision=precision)
     preds = {id(m): out for m, out in zip(members, outs)}

@@ -202,3 +202,19 @@ def test_the_compiled_lstm_core_reads_the_angles_as_torch_does(crystals, encodin
     core = predict_batch(model, batch)
     monkeypatch.setenv(KERNEL_ENV, "0")
     np.testing.assert_allclose(core, predict_batch(model, batch), rtol=0, atol=2e-5)
+
+
+def test_screening_builds_the_angles_for_a_model_that_reads_them(crystals, tmp_path) -> None:
+    import fastgap
+    from fastgap.checkpoint import save_model
+    from fastgap.model import predict_batch
+
+    torch.manual_seed(3)
+    model = FastGapModel(ModelConfig(**TINY, angle_bins=BINS)).eval()
+    path = save_model(model, tmp_path / "m.safetensors", targets=["band_gap_eV"],
+                      featurizer={"k": 19})
+    df = fastgap.predict([*crystals, *_molecules()], model=path)
+    batch = _angle_data(crystals)
+    want = predict_batch(model, batch)[:, 0]
+    assert list(df["id"]) == list(batch.ids)
+    np.testing.assert_allclose(df["band_gap_regressor_eV"], want, rtol=0, atol=1e-5)
