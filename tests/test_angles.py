@@ -30,22 +30,25 @@ REFERENCE = FeaturizerConfig(backend="reference")
 def _molecules() -> list[Structure]:
     rng = np.random.default_rng(5)
     out = []
-    for n in (2, 3, 7, 24):
+    for n in (1, 2, 3, 7, 24):
         pos = rng.uniform(0, 3.0 + n ** (1 / 3), (n, 3))
-        while min(np.linalg.norm(pos[i] - pos[j]) for i in range(n) for j in range(i)) < 0.9:
+        while n > 1 and min(np.linalg.norm(pos[i] - pos[j]) for i in range(n) for j in range(i)) < 0.9:
             pos = rng.uniform(0, 3.0 + n ** (1 / 3), (n, 3))
         out.append(from_cartesian(f"mol{n}", pos, rng.integers(1, 10, n)))
     return out
 
 
-def _by_hand(s: Structure, bins: int) -> np.ndarray:
-    """(N, 20, bins) the module's formula evaluated directly on a molecule whose distances
-    are all distinct (each list is its atoms nearest first, the shell is the list)."""
-    pos = s.frac_coords @ s.lattice
-    out = np.zeros((s.n_atoms, 20, bins))
+def _by_hand(pos: np.ndarray, bins: int) -> np.ndarray:
+    """(N, 20, bins) the module's formula evaluated directly on a molecule (positions (N, 3)
+    Å) whose distances are all distinct (each list is its atoms nearest first, the shell is
+    the list)."""
+    n_atoms = len(pos)
+    out = np.zeros((n_atoms, 20, bins))
     centres = np.linspace(-1.0, 1.0, bins)
     width = 2.0 / (bins - 1)
-    for i in range(s.n_atoms):
+    for i in range(n_atoms):
+        if n_atoms == 1:  # no neighbours: the centre's zero row only
+            continue
         vec = np.delete(pos - pos[i], i, axis=0)
         dist = np.linalg.norm(vec, axis=1)
         order = np.argsort(dist)[:19]
@@ -74,7 +77,11 @@ def test_molecules_match_the_formula() -> None:
     batch, _ = featurize_structures(mols, REFERENCE)
     got = entry_angles(batch, BINS)
     assert got.shape == (batch.n_atoms, 20, BINS) and got.dtype == np.float32
-    want = np.concatenate([_by_hand(m, BINS) for m in mols])
+    ptr = batch.atom_ptr
+    # the positions the store keeps (float32 fractional coordinates), in float64
+    want = np.concatenate([_by_hand(batch.frac_coords[ptr[m]:ptr[m + 1]].astype(np.float64)
+                                    @ batch.lattice[m].astype(np.float64), BINS)
+                           for m in range(len(mols))])
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
     assert not got[:, 0].any()  # the centre's column is zero
 
