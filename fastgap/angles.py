@@ -41,10 +41,10 @@ from fastgap.neighbors import neighbor_lists_batch
 if TYPE_CHECKING:
     from fastgap.features import FeaturizedBatch
 
-SHELL_TOL = 2e-4  # Å: shell and tie-group tolerance against the stored (float64) distances
+SHELL_TOL = 2e-4  # Å: shell and tie-run tolerance (stored distances are float32)
 SORT_STEP = 1e-4  # signatures inside a tie group are ordered after rounding to this step
 _FIRST_K = 24  # neighbours asked for first; doubled for structures whose shell is not closed
-_MAX_K = 3072
+_MAX_K = 3072  # the largest k tried: a longer tie shell contributes its first _MAX_K atoms
 _MATCH_TOL = 1e-3  # Å: stored and recomputed list distances (float32 coordinates) agree to this
 _MISMATCH = "its stored neighbour lists do not match its coordinates; re-featurize the structures"
 
