@@ -245,3 +245,29 @@ def test_real_crystals_keep_their_signatures(family: str) -> None:
         repeat = t.n_atoms // s.n_atoms
         np.testing.assert_allclose(_rows(t, config), np.repeat(_rows(s, config), repeat, axis=0),
                                    rtol=0, atol=2e-3, err_msg=f"{s.id} under {family}")
+
+
+def test_training_with_angles_resumes_as_straight_through(tmp_path, learning_history) -> None:
+    from pathlib import Path
+
+    from fastgap.checkpoint import load_model
+    from fastgap.model import predict_batch
+    from fastgap.readers import read_structures
+    from fastgap.train import TrainConfig, train
+
+    path = Path(__file__).parent / "data" / "predict" / "mp100.jsonl"
+    data, _ = featurize_structures(read_structures([path]), FeaturizerConfig())
+
+    def config(out: str, **kw) -> TrainConfig:
+        return TrainConfig(out=str(tmp_path / out), targets=["band_gap_eV"], epochs=2,
+                           model=ModelConfig(**TINY, angle_bins=4, pooling="attention"),
+                           progress=False, compile="off", device="cpu", batch_size=16, **kw)
+
+    straight = train(config("a"), data)
+    train(config("b", stop_after_epochs=1), data)
+    resumed = train(config("b", resume=True), data)
+    assert learning_history(straight) == learning_history(resumed)
+    model, meta = load_model(straight / "best.safetensors")
+    assert meta["model_config"]["angle_bins"] == 4
+    pred = predict_batch(model, data)
+    assert pred.shape == (data.n_structures, 1) and np.isfinite(pred).all()
