@@ -82,17 +82,22 @@ def _signatures(vec: np.ndarray, dist: np.ndarray, n: int, bins: int) -> np.ndar
         return out
     steps = np.exp(-2.0 * np.arange(bins) - 1.0)
     g = np.empty(bins)
-    d1 = dist[0]
+    unit = np.empty((n, 3))
+    w = np.empty(n)
     for j in range(n):
-        for m in range(j + 1, n):  # each pair once: it adds to both of its atoms
-            cos = (vec[j, 0] * vec[m, 0] + vec[j, 1] * vec[m, 1]
-                   + vec[j, 2] * vec[m, 2]) / (dist[j] * dist[m])
+        inv = 1.0 / dist[j]
+        unit[j, 0] = vec[j, 0] * inv
+        unit[j, 1] = vec[j, 1] * inv
+        unit[j, 2] = vec[j, 2] * inv
+        r = dist[0] * inv
+        w[j] = r * r
+    for j in range(n):
+        for m in range(j + 1, n):
+            cos = unit[j, 0] * unit[m, 0] + unit[j, 1] * unit[m, 1] + unit[j, 2] * unit[m, 2]
             _gaussians(min(max(cos, -1.0), 1.0), bins, steps, g)
-            wm = (d1 / dist[m]) ** 2
-            wj = (d1 / dist[j]) ** 2
             for b in range(bins):
-                out[j, b] += wm * g[b]
-                out[m, b] += wj * g[b]
+                out[j, b] += w[m] * g[b]
+                out[m, b] += w[j] * g[b]
     for j in range(n):
         for b in range(bins):
             out[j, b] = np.log1p(out[j, b])
